@@ -1,0 +1,59 @@
+# One-command set-up: `make test` (install + all checks) and `make serve` (install + serve shipped models).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TORCH_VERSION ?= 2.13.0
+VENV ?= .venv
+SERVE_VENV ?= .venv-serve
+PORT ?= 50051
+METRICS_PORT ?= 9400
+MODEL_STORE ?= model_store
+PIP = $(VENV)/bin/pip
+PY = $(VENV)/bin/python
+
+.PHONY: install install-serve test lint serve models bench soak quality proto clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: a bare `torch` requirement would pull the CUDA build.
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[train,serve,torchserve,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+	@if [ -x tools/install-test-tools.sh ]; then tools/install-test-tools.sh; fi
+
+$(SERVE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/pip install -q -e '.[serve]'
+	touch $@
+
+install-serve: $(SERVE_VENV)/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy synthserve training serving
+
+test: install lint
+	$(VENV)/bin/pytest -q
+
+# Serves the shipped model store on localhost:$(PORT) with a torch-free install.
+serve: install-serve
+	$(SERVE_VENV)/bin/synthserve serve --model-store $(MODEL_STORE) --port $(PORT) --metrics-port $(METRICS_PORT)
+
+# Retrains the shipped models deterministically (seed 0, CPU).
+models: $(VENV)/.installed
+	$(PY) -m training.shipped --model-store $(MODEL_STORE)
+
+bench: install
+	$(PY) benchmarks/serving.py
+
+soak: install
+	$(VENV)/bin/pytest -q -m slow
+
+quality: $(VENV)/.installed
+	$(PY) benchmarks/quality.py
+
+clean:
+	rm -rf $(VENV) $(SERVE_VENV) .mypy_cache .ruff_cache .pytest_cache

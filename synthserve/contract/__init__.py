@@ -1,0 +1,34 @@
+"""The contract between `training` (which writes model stores) and `serving` (which reads them).
+
+Both sides import this package; it imports nothing but numpy and the standard library, so the
+one-way rule (training never imports serving and vice versa) holds while the format has one definition.
+"""
+
+from synthserve.contract.manifest import (
+    FORMAT_VERSION,
+    Calibration,
+    Column,
+    GraphSpec,
+    LabelSpec,
+    Manifest,
+    ManifestError,
+    Schema,
+    TensorSpec,
+    load_manifest,
+)
+from synthserve.contract.noise import draw_noise, noise_row_width
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Calibration",
+    "Column",
+    "GraphSpec",
+    "LabelSpec",
+    "Manifest",
+    "ManifestError",
+    "Schema",
+    "TensorSpec",
+    "draw_noise",
+    "load_manifest",
+    "noise_row_width",
+]
