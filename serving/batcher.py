@@ -1,0 +1,203 @@
+"""Dynamic batching: decides what runs together; the runtime runs it.
+
+One `Batcher` per (model, version, graph). Requests submit chunks of at most `max_batch_rows` rows with a
+`make_feeds` callable that builds the chunk's inputs (noise drawn from the request's own seed and row
+indices), so a chunk's output never depends on what it is batched with. A batch closes when it holds
+`max_batch_rows` rows, when its oldest chunk has waited `max_queue_delay_s`, or at once when a worker slot is
+idle (`dispatch_when_idle`). Before it runs, cancelled chunks and chunks past their deadline are dropped and
+never computed. Feeds are built and the session runs in worker threads, off the event loop. If a merged
+batch fails, its chunks are rerun one by one so an error reaches only the requests it belongs to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving import metrics
+from serving.config import BatcherConfig
+from serving.errors import DeadlineExceeded, QueueFull, Unavailable
+
+__all__ = ["Batcher", "FeedBuilder", "RunGraph"]
+
+FeedBuilder = Callable[[], dict[str, np.ndarray]]
+RunGraph = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+@dataclass(eq=False)
+class _Chunk:
+    n_rows: int
+    make_feeds: FeedBuilder
+    future: asyncio.Future[list[np.ndarray]]
+    deadline: float | None  # event-loop time
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """The queue and scheduler of one graph of one model version."""
+
+    def __init__(
+        self, model: str, graph: str, run_graph: RunGraph, config: BatcherConfig, executor: Executor, slots: int
+    ) -> None:
+        self._model, self._graph = model, graph
+        self._run_graph = run_graph
+        self._config = config
+        self._executor = executor
+        self._queue: deque[_Chunk] = deque()
+        self._queued_rows = 0
+        self._slots = asyncio.Semaphore(max(1, slots))
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._queued_gauge = metrics.QUEUED_ROWS.labels(model, graph)
+        self._wait_hist = metrics.QUEUE_WAIT_SECONDS.labels(model, graph)
+        self._rows_hist = metrics.BATCH_ROWS.labels(model, graph)
+        self._exec_hist = metrics.BATCH_EXECUTION_SECONDS.labels(model, graph)
+        self._computed = metrics.ROWS_COMPUTED.labels(model, graph)
+        self._loop_task = asyncio.get_running_loop().create_task(self._schedule())
+
+    async def submit(self, n_rows: int, make_feeds: FeedBuilder, deadline: float | None = None) -> list[np.ndarray]:
+        """Queues one chunk (1 <= n_rows <= max_batch_rows) and returns its outputs, row-aligned."""
+        if self._closed:
+            raise Unavailable("server is shutting down")
+        if not 1 <= n_rows <= self._config.max_batch_rows:
+            raise ValueError(f"chunk of {n_rows} rows outside [1, {self._config.max_batch_rows}]")
+        if self._queued_rows + n_rows > self._config.max_queued_rows:
+            raise QueueFull(
+                f"queue of {self._model}/{self._graph} is full: {self._queued_rows} rows queued, "
+                f"{n_rows} more would exceed max_queued_rows={self._config.max_queued_rows}"
+            )
+        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Chunk(n_rows, make_feeds, future, deadline))
+        self._queued_rows += n_rows
+        self._queued_gauge.set(self._queued_rows)
+        if len(self._queue) == 1 or self._queued_rows >= self._config.max_batch_rows:
+            self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Stops scheduling; queued chunks fail with UNAVAILABLE, running batches finish."""
+        self._closed = True
+        self._loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._loop_task
+        while self._queue:
+            chunk = self._queue.popleft()
+            if not chunk.future.done():
+                chunk.future.set_exception(Unavailable("server is shutting down"))
+        self._queued_rows = 0
+        self._queued_gauge.set(0)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        config = self._config
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            # Wait for a full batch or the oldest chunk's delay, unless an idle slot makes waiting pointless.
+            # One timer per batch: `submit` wakes the scheduler only when the queue was empty or is now full.
+            while config.enabled and self._queue and self._queued_rows < config.max_batch_rows:
+                if config.dispatch_when_idle and not self._running:
+                    break
+                remaining = self._queue[0].enqueued_at + config.max_queue_delay_s - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                timer = loop.call_later(remaining, self._wakeup.set)
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    timer.cancel()
+            batch = self._take(loop.time())
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _take(self, now: float) -> list[_Chunk]:
+        """Pops up to max_batch_rows rows of live chunks; the dead ones are failed or dropped here."""
+        batch: list[_Chunk] = []
+        rows = 0
+        limit = self._config.max_batch_rows if self._config.enabled else 1
+        while self._queue:
+            chunk = self._queue[0]
+            live = not chunk.future.done() and (chunk.deadline is None or chunk.deadline > now)
+            if live and batch and (rows + chunk.n_rows > self._config.max_batch_rows or len(batch) >= limit):
+                break
+            self._queue.popleft()
+            self._queued_rows -= chunk.n_rows
+            if not live:
+                if not chunk.future.done():
+                    chunk.future.set_exception(DeadlineExceeded("deadline passed while queued; never computed"))
+                continue
+            batch.append(chunk)
+            rows += chunk.n_rows
+        self._queued_gauge.set(self._queued_rows)
+        dispatched_at = time.monotonic()
+        for chunk in batch:
+            self._wait_hist.observe(dispatched_at - chunk.enqueued_at)
+        return batch
+
+    async def _execute(self, batch: list[_Chunk]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._executor, self._run_batch, batch)
+            for chunk, result in zip(batch, results):
+                if chunk.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    chunk.future.set_exception(result)
+                else:
+                    chunk.future.set_result(result)
+        finally:
+            # Leave the running set now (not in the done callback) so the scheduler sees the slot as idle.
+            self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._slots.release()
+            if self._queue:
+                self._wakeup.set()
+
+    def _run_batch(self, batch: list[_Chunk]) -> list[list[np.ndarray] | BaseException]:
+        """Worker thread: build feeds, run once, split outputs; isolate failures chunk by chunk."""
+        try:
+            return self._run_merged(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                return [exc]
+        results: list[list[np.ndarray] | BaseException] = []
+        for chunk in batch:
+            try:
+                results.extend(self._run_merged([chunk]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _run_merged(self, batch: list[_Chunk]) -> list[list[np.ndarray] | BaseException]:
+        feeds = [chunk.make_feeds() for chunk in batch]
+        merged = feeds[0] if len(feeds) == 1 else {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+        rows = sum(chunk.n_rows for chunk in batch)
+        started = time.perf_counter()
+        outputs = self._run_graph(merged)
+        self._exec_hist.observe(time.perf_counter() - started)
+        self._rows_hist.observe(rows)
+        self._computed.inc(rows)
+        for index, output in enumerate(outputs):
+            if output.shape[0] != rows:
+                raise RuntimeError(f"{self._graph} output {index} has {output.shape[0]} rows for {rows} input rows")
+        if len(batch) == 1:
+            return [outputs]
+        offsets = np.cumsum([0] + [chunk.n_rows for chunk in batch])
+        return [[o[offsets[i] : offsets[i + 1]] for o in outputs] for i in range(len(batch))]

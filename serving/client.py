@@ -1,0 +1,347 @@
+"""Python client: pandas DataFrames with the training data's column names, dtypes and category labels.
+
+The wire format is columnar (one buffer per column, category codes, class indices); the client fetches each
+model's schema once (GetModel) and converts both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+import pandas as pd
+from google.protobuf import json_format, struct_pb2
+
+from serving.proto import synthesizer_pb2 as pb
+from serving.proto import synthesizer_pb2_grpc as pb_grpc
+from serving.tls import ClientTls
+
+__all__ = ["ColumnInfo", "ModelDescription", "SynthClient"]
+
+_KIND_NAMES = {
+    pb.COLUMN_KIND_CONTINUOUS: "continuous",
+    pb.COLUMN_KIND_INTEGER: "integer",
+    pb.COLUMN_KIND_CATEGORICAL: "categorical",
+}
+_WIRE_TYPES = {
+    pb.VALUE_TYPE_FLOAT32: "<f4",
+    pb.VALUE_TYPE_FLOAT64: "<f8",
+    pb.VALUE_TYPE_INT32: "<i4",
+    pb.VALUE_TYPE_INT64: "<i8",
+}
+_STRATEGIES = {
+    "match_majority": pb.BALANCE_STRATEGY_MATCH_MAJORITY,
+    "target_ratio": pb.BALANCE_STRATEGY_TARGET_RATIO,
+    "explicit_counts": pb.BALANCE_STRATEGY_EXPLICIT_COUNTS,
+}
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    kind: str  # continuous | integer | categorical
+    dtype: str  # pandas dtype of the training data
+    categories: tuple[Any, ...] | None
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """One model version as the server describes it."""
+
+    name: str
+    version: int
+    versions: tuple[int, ...]
+    family: str
+    capabilities: tuple[str, ...]
+    columns: tuple[ColumnInfo, ...]
+    label: str | None
+    classes: tuple[Any, ...]
+    priors: tuple[float, ...]
+    image_shape: tuple[int, ...] | None
+    calibration_fpr: tuple[float, ...]
+    latent_dim: int
+    metrics: dict[str, Any]
+
+    @classmethod
+    def from_proto(cls, info: pb.ModelInfo) -> ModelDescription:
+        schema = info.schema
+        columns = tuple(
+            ColumnInfo(
+                c.name,
+                _KIND_NAMES.get(c.kind, "continuous"),
+                c.dtype,
+                tuple(_label(v) for v in c.categories) if c.categories else None,
+            )
+            for c in schema.columns
+        )
+        has_label = schema.HasField("label")
+        return cls(
+            name=info.name,
+            version=info.version,
+            versions=tuple(info.versions),
+            family=info.family,
+            capabilities=tuple(info.capabilities),
+            columns=columns,
+            label=schema.label.name if has_label else None,
+            classes=tuple(_label(v) for v in schema.label.classes) if has_label else (),
+            priors=tuple(schema.label.priors) if has_label else (),
+            image_shape=tuple(schema.image_shape) or None,
+            calibration_fpr=tuple(info.calibration.fpr),
+            latent_dim=info.latent_dim,
+            metrics=json_format.MessageToDict(info.metrics),
+        )
+
+    def to_frame(self, table: pb.Table) -> pd.DataFrame:
+        """Table -> DataFrame with training column names, dtypes and labels (label column last)."""
+        data: dict[str, Any] = {}
+        for column, spec in zip(table.columns, self.columns):
+            values = np.frombuffer(column.values, dtype=_WIRE_TYPES[column.value_type])
+            data[spec.name] = _to_training_values(values, spec)
+        frame = pd.DataFrame(data, columns=[c.name for c in self.columns])
+        codes = np.frombuffer(table.labels, dtype="<i4")
+        if self.label is not None and len(codes) == len(frame):  # conditional models label every row
+            frame[self.label] = _categorical(codes, self.classes)
+        return frame
+
+    def to_table(self, frame: pd.DataFrame, *, with_labels: bool = False) -> pb.Table:
+        """DataFrame -> Table: the schema's columns (missing ones are left for the server to name), codes for labels."""
+        table = pb.Table(num_rows=len(frame))
+        for spec in self.columns:
+            if spec.name not in frame.columns:
+                continue
+            series = frame[spec.name]
+            if spec.kind == "categorical" and spec.categories is not None:
+                values = _codes(series, spec.categories, spec.name).astype("<i8")
+                table.columns.add(name=spec.name, value_type=pb.VALUE_TYPE_INT64, values=values.tobytes())
+            else:
+                values = series.to_numpy(dtype="<f8", na_value=np.nan)
+                table.columns.add(name=spec.name, value_type=pb.VALUE_TYPE_FLOAT64, values=values.tobytes())
+        if with_labels and self.label is not None and self.label in frame.columns:
+            table.labels = _codes(frame[self.label], self.classes, self.label).astype("<i4").tobytes()
+        return table
+
+
+def _label(value: struct_pb2.Value) -> Any:
+    """A category or class label; JSON numbers arrive as floats, whole ones were integers in training."""
+    item = json_format.MessageToDict(value)
+    return int(item) if isinstance(item, float) and item.is_integer() else item
+
+
+def _categorical(codes: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
+    return np.asarray(labels, dtype=object)[codes]
+
+
+def _to_training_values(values: np.ndarray, spec: ColumnInfo) -> Any:
+    if spec.kind == "categorical" and spec.categories is not None:
+        labels = _categorical(values, spec.categories)
+        return labels if spec.dtype in ("object", "category", "string") else pd.array(labels).astype(spec.dtype)
+    try:
+        return values.astype(spec.dtype)
+    except TypeError:
+        return values
+
+
+def _codes(series: pd.Series, labels: Sequence[Any], field: str) -> np.ndarray:
+    lookup = {str(label): index for index, label in enumerate(labels)}
+    text = series.astype(str).to_numpy()
+    unknown = sorted(set(text) - set(lookup))
+    if unknown:
+        raise ValueError(f"column {field!r}: unknown label(s) {unknown[:5]} (known: {list(lookup)})")
+    return np.fromiter((lookup[t] for t in text), dtype=np.int64, count=len(text))
+
+
+class SynthClient:
+    """A synchronous client for one server; safe to share between threads."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float | None = None,
+        tls: grpc.ChannelCredentials | ClientTls | None = None,
+        token: str | None = None,
+        max_message_bytes: int = 256 * 1024 * 1024,
+        lb_policy: str | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """`tls`: credentials, or a `ClientTls` naming PEM files (mTLS with a client certificate).
+        `lb_policy`: e.g. "round_robin" to spread calls over every address a `dns:///` target resolves to
+        (a Kubernetes headless Service); `channel_options` are passed to grpc as they are, last."""
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if lb_policy is not None:
+            options.append(("grpc.lb_policy_name", lb_policy))
+        if isinstance(tls, ClientTls):
+            options.extend(tls.channel_options())
+            tls = tls.credentials()
+        options.extend(channel_options)
+        self._channel = (
+            grpc.secure_channel(target, tls, options=options) if tls else grpc.insecure_channel(target, options=options)
+        )
+        self._stub = pb_grpc.SynthesizerStub(self._channel)
+        self._timeout_s = timeout_s
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._descriptions: dict[tuple[str, int], ModelDescription] = {}
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SynthClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        return method(request, timeout=self._timeout_s, metadata=self._metadata)
+
+    def models(self) -> list[ModelDescription]:
+        response = self._call(self._stub.ListModels, pb.ListModelsRequest())
+        return [ModelDescription.from_proto(info) for info in response.models]
+
+    def describe(self, model: str, version: int | None = None) -> ModelDescription:
+        key = (model, version or 0)
+        if key not in self._descriptions:
+            response = self._call(self._stub.GetModel, pb.GetModelRequest(model=model, version=version or 0))
+            self._descriptions[key] = ModelDescription.from_proto(response.model)
+        return self._descriptions[key]
+
+    def sample(
+        self,
+        model: str,
+        n: int,
+        *,
+        label: Any = None,
+        proportions: Mapping[Any, float] | None = None,
+        seed: int | None = None,
+        version: int | None = None,
+    ) -> pd.DataFrame:
+        """n rows; `frame.attrs` holds the seed and version that reproduce them."""
+        request = pb.SampleRequest(model=model, version=version or 0, num_rows=n, seed=seed)
+        _set_condition(request, label, proportions)
+        response = self._call(self._stub.Sample, request)
+        frame = self.describe(model, response.version).to_frame(response.rows)
+        frame.attrs.update(seed=response.seed, version=response.version)
+        return frame
+
+    def sample_stream(
+        self,
+        model: str,
+        n: int,
+        *,
+        label: Any = None,
+        proportions: Mapping[Any, float] | None = None,
+        seed: int | None = None,
+        version: int | None = None,
+        chunk_rows: int | None = None,
+    ) -> Iterator[pd.DataFrame]:
+        """The same rows as `sample`, in chunks; each frame's attrs hold seed, version and start_row."""
+        request = pb.SampleStreamRequest(
+            model=model, version=version or 0, num_rows=n, seed=seed, chunk_rows=chunk_rows or 0
+        )
+        _set_condition(request, label, proportions)
+        for response in self._call(self._stub.SampleStream, request):
+            frame = self.describe(model, response.version).to_frame(response.rows)
+            frame.attrs.update(seed=response.seed, version=response.version, start_row=response.start_row)
+            yield frame
+
+    def balance(
+        self,
+        df: pd.DataFrame,
+        label_column: str,
+        model: str,
+        *,
+        strategy: str = "match_majority",
+        ratio: float | None = None,
+        counts: Mapping[Any, int] | None = None,
+        seed: int | None = None,
+        version: int | None = None,
+    ) -> pd.DataFrame:
+        """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`."""
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(_STRATEGIES)}, got {strategy!r}")
+        class_counts = {str(k): int(v) for k, v in df[label_column].value_counts().items()}
+        request = pb.BalanceRequest(
+            model=model,
+            version=version or 0,
+            class_counts=class_counts,
+            strategy=_STRATEGIES[strategy],
+            target_ratio=ratio or 0.0,
+            explicit_counts={str(k): int(v) for k, v in (counts or {}).items()},
+            seed=seed,
+        )
+        frames = []
+        response_seed = response_version = None
+        for response in self._call(self._stub.Balance, request):
+            description = self.describe(model, response.version)
+            frames.append(description.to_frame(response.rows))
+            response_seed, response_version = response.seed, response.version
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        label = self.describe(model, response_version).label
+        if label is not None and label != label_column and label in frame.columns:
+            frame = frame.rename(columns={label: label_column})
+        frame.attrs.update(seed=response_seed, version=response_version)
+        return frame
+
+    def score(
+        self,
+        model: str,
+        df: pd.DataFrame,
+        *,
+        fpr: float | None = None,
+        version: int | None = None,
+        seed: int | None = None,
+        class_log_density: bool = False,
+    ) -> pd.DataFrame:
+        """log_density, log_density_<class> (when asked), posterior_<class> and is_anomaly (with fpr), per row."""
+        description = self.describe(model, version)
+        conditional = description.label is not None
+        request = pb.ScoreDensityRequest(
+            model=model,
+            version=version or 0,
+            rows=description.to_table(df),
+            include_class_log_density=class_log_density and conditional,
+            include_posteriors=conditional,
+            fpr=fpr,
+            seed=seed,
+        )
+        response = self._call(self._stub.ScoreDensity, request)
+        result = pd.DataFrame({"log_density": np.frombuffer(response.log_density, dtype="<f4")}, index=df.index)
+        n_classes = response.num_classes
+        if response.class_log_density:
+            values = np.frombuffer(response.class_log_density, dtype="<f4").reshape(-1, n_classes)
+            for index, label in enumerate(description.classes):
+                result[f"log_density_{label}"] = values[:, index]
+        if response.posteriors:
+            values = np.frombuffer(response.posteriors, dtype="<f4").reshape(-1, n_classes)
+            for index, label in enumerate(description.classes):
+                result[f"posterior_{label}"] = values[:, index]
+        if fpr is not None:
+            result["is_anomaly"] = np.frombuffer(response.is_anomaly, dtype=np.uint8).astype(bool)
+            result.attrs["threshold"] = response.threshold
+        return result
+
+    def encode(
+        self, model: str, df: pd.DataFrame, *, version: int | None = None, seed: int | None = None
+    ) -> np.ndarray:
+        """Latent vectors `[len(df), latent_dim]`; conditional models read the label column from `df`."""
+        description = self.describe(model, version)
+        request = pb.EncodeRequest(
+            model=model, version=version or 0, rows=description.to_table(df, with_labels=True), seed=seed
+        )
+        response = self._call(self._stub.Encode, request)
+        return np.frombuffer(response.latent, dtype="<f4").reshape(response.num_rows, response.latent_dim)
+
+
+def _set_condition(request: Any, label: Any, proportions: Mapping[Any, float] | None) -> None:
+    if label is not None and proportions is not None:
+        raise ValueError("give label or proportions, not both")
+    if label is not None:
+        request.label = str(label)
+    elif proportions is not None:
+        request.proportions.weights.update({str(k): float(v) for k, v in proportions.items()})

@@ -1,0 +1,82 @@
+"""Server configuration as frozen dataclasses; `serving.cli` builds them from argv, nothing else reads argv/env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BatcherConfig", "LimitsConfig", "RuntimeConfig", "ServerConfig"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    """Dynamic batching: one queue per (model, version, graph)."""
+
+    # The shipped models run fastest at 1k-8k rows per session run, and ORT's arena grows with the batch
+    # (a 65,536-row digits batch holds gigabytes; 2,048 rows keep a 10M-row stream under 100 MB of growth),
+    # so batches stay small and large requests are split.
+    max_batch_rows: int = 2048
+    max_queue_delay_s: float = 0.002
+    # Run what is queued at once when the model's worker is idle: waiting could only add latency, since
+    # requests that arrive meanwhile are merged into the next batch anyway. Off: always wait the full delay.
+    dispatch_when_idle: bool = True
+    max_queued_rows: int = 1_000_000
+    enabled: bool = True  # off: every request chunk runs alone (benchmark baseline)
+
+    def __post_init__(self) -> None:
+        if self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be >= 1, got {self.max_batch_rows}")
+        if self.max_queue_delay_s < 0:
+            raise ValueError(f"max_queue_delay_s must be >= 0, got {self.max_queue_delay_s}")
+        if self.max_queued_rows < self.max_batch_rows:
+            raise ValueError(f"max_queued_rows ({self.max_queued_rows}) must be >= max_batch_rows")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How graphs execute."""
+
+    runtime: str = "onnx"  # onnx | torchscript
+    device: str = "cpu"  # cpu | cuda
+    intra_op_threads: int = 1
+    inference_threads: int = 2  # worker threads shared by all batchers
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Per-request limits; errors name the field and the limit."""
+
+    max_rows_per_request: int = 1_000_000  # Sample, ScoreDensity, Encode
+    max_rows_per_stream: int = 100_000_000  # SampleStream, Balance
+    max_message_bytes: int = 256 * MIB
+    default_chunk_rows: int = 2048
+    stream_prefetch_chunks: int = 2  # chunks computed ahead of the one being sent
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_store: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = 9400
+    workers: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    grace_period_s: float = 10.0
+    drain_s: float = 0.0  # on stop: health NOT_SERVING, still serving for this long, then refuse new RPCs
+    reload_interval_s: float = 30.0  # rescan the store for new versions (SIGHUP rescans at once); 0: never
+    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # TLS when cert and key are given; mTLS (client certificates required) when a client CA is given too.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    auth_tokens: tuple[str, ...] = ()  # non-empty: Synthesizer RPCs need `authorization: Bearer <token>`
+    auth_open_probes: bool = True  # health and reflection answer without a token (Kubernetes probes, grpcurl)
+    # Connections are closed (GOAWAY, in-flight RPCs finish) after this age, so clients behind a Kubernetes
+    # Service re-resolve and spread over new pods; None: connections live until a side closes them.
+    max_connection_age_s: float | None = None
+    # HTTP/2 streams one connection may hold open; a client queues its calls beyond it. Without a limit, grpc core
+    # answers part of a burst of thousands of calls with CANCELLED before any handler sees them.
+    max_concurrent_streams: int | None = None

@@ -1,0 +1,356 @@
+"""Domain operations over the registry and the batchers: plan rows, build feeds, split requests into chunks.
+
+Rows depend only on (model version, seed, labels, row index): every chunk draws its noise with
+`synthserve.contract.draw_noise(seed, stream=j, start_row=<row index within the request>, ...)`, and class
+labels are laid out by docs/model_store.md's rule (exact counts by largest remainder, classes in index order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.batcher import Batcher
+from serving.config import BatcherConfig, LimitsConfig
+from serving.errors import InvalidArgument, NotSupported
+from serving.registry import LoadedModel, Registry
+from synthserve.contract import GraphSpec, draw_noise, largest_remainder
+
+__all__ = [
+    "BalanceSpec",
+    "Engine",
+    "LabelRuns",
+    "RowPlan",
+    "Scores",
+]
+
+
+@dataclass(frozen=True)
+class LabelRuns:
+    """Class index per row as runs (class c repeated counts[c] times, classes in index order): O(C) memory."""
+
+    classes: tuple[int, ...]
+    counts: tuple[int, ...]
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        pieces = []
+        begin = 0
+        for label, count in zip(self.classes, self.counts):
+            end = begin + count
+            overlap = min(end, stop) - max(begin, start)
+            if overlap > 0:
+                pieces.append(np.full(overlap, label, dtype=np.int64))
+            begin = end
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.empty(0, np.int64)
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Everything that determines a sampling request's rows."""
+
+    model: LoadedModel
+    seed: int
+    n_rows: int
+    labels: LabelRuns | None  # None: unconditional model
+
+
+@dataclass(frozen=True)
+class BalanceSpec:
+    strategy: str  # match_majority | target_ratio | explicit_counts
+    class_counts: Mapping[str, int]
+    target_ratio: float = 0.0
+    explicit_counts: Mapping[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class Scores:
+    log_density: np.ndarray  # [n]
+    class_log_density: np.ndarray  # [n, C]
+    posteriors: np.ndarray  # [n, C]
+
+
+def _noise_feeds(spec: GraphSpec, seed: int, start_row: int, n_rows: int) -> dict[str, np.ndarray]:
+    feeds = {}
+    for stream, tensor in enumerate(spec.noise_inputs):
+        assert tensor.distribution is not None  # validated by the manifest parser
+        feeds[tensor.name] = draw_noise(seed, stream, start_row, n_rows, tensor.row_shape, tensor.distribution)
+    return feeds
+
+
+def _input_named(spec: GraphSpec, role: str) -> str | None:
+    return next((t.name for t in spec.inputs if t.role == role), None)
+
+
+class Engine:
+    """What the gRPC servicer calls: validated plans in, numpy out."""
+
+    def __init__(
+        self, registry: Registry, batcher_config: BatcherConfig, limits: LimitsConfig, executor: Executor, slots: int
+    ) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._batcher_config = batcher_config
+        self._executor = executor
+        self._slots = slots
+        self._batchers: dict[tuple[str, int, str], Batcher] = {}
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))
+
+    async def use_registry(self, registry: Registry) -> None:
+        """Hot reload: new requests see `registry`; queues of versions no longer in it are closed."""
+        self.registry = registry
+        live = {(m.name, m.version) for m in registry.all()}
+        stale = [self._batchers.pop(key) for key in list(self._batchers) if key[:2] not in live]
+        await asyncio.gather(*(b.close() for b in stale))
+
+    # -- planning ----------------------------------------------------------------------------------------
+    def plan_sample(
+        self,
+        model: LoadedModel,
+        n_rows: int,
+        *,
+        label: str | None,
+        proportions: Mapping[str, float] | None,
+        seed: int | None,
+        max_rows: int,
+        limit_name: str,
+    ) -> RowPlan:
+        if n_rows <= 0:
+            raise InvalidArgument(f"num_rows must be > 0, got {n_rows}")
+        if n_rows > max_rows:
+            raise InvalidArgument(f"num_rows {n_rows} exceeds {limit_name} = {max_rows}")
+        if limit_name == "max_rows_per_request":
+            self._check_message_size(model, n_rows)
+        spec = model.manifest.schema.label
+        if spec is None:
+            if label is not None or proportions is not None:
+                raise InvalidArgument(f"label/proportions: model {model.name!r} is unconditional")
+            return RowPlan(model, _seed(seed), n_rows, None)
+        n_classes = len(spec.classes)
+        if label is not None:
+            c = self.class_index(model, label, "label")
+            return RowPlan(model, _seed(seed), n_rows, LabelRuns((c,), (n_rows,)))
+        weights = list(spec.priors)
+        if proportions is not None:
+            weights = [0.0] * n_classes
+            for key, weight in proportions.items():
+                if not math.isfinite(weight) or weight < 0:
+                    raise InvalidArgument(f"proportions.weights[{key!r}] must be a finite number >= 0, got {weight}")
+                weights[self.class_index(model, key, "proportions.weights")] = weight
+            if sum(weights) <= 0:
+                raise InvalidArgument("proportions.weights must have a positive sum")
+            # Scaled to at most 1 (the same proportions), so n_rows * weight stays finite for weights near 1e308.
+            weights = [w / max(weights) for w in weights]
+        return RowPlan(
+            model, _seed(seed), n_rows, LabelRuns(tuple(range(n_classes)), largest_remainder(n_rows, weights))
+        )
+
+    def plan_balance(self, model: LoadedModel, spec: BalanceSpec, seed: int | None) -> RowPlan:
+        label = model.manifest.schema.label
+        if label is None:
+            raise NotSupported(f"model {model.name!r} is unconditional; Balance needs a class-conditional model")
+        have = np.zeros(len(label.classes), dtype=np.int64)
+        for key, count in spec.class_counts.items():
+            if count < 0:
+                raise InvalidArgument(f"class_counts[{key!r}] must be >= 0, got {count}")
+            have[self.class_index(model, key, "class_counts")] = count
+        if spec.strategy == "match_majority":
+            need = have.max() - have
+        elif spec.strategy == "target_ratio":
+            if not 0 < spec.target_ratio <= 1:
+                raise InvalidArgument(f"target_ratio must be in (0, 1], got {spec.target_ratio}")
+            target = math.ceil(spec.target_ratio * int(have.max()) - 1e-9)
+            need = np.clip(target - have, 0, None)
+        elif spec.strategy == "explicit_counts":
+            need = np.zeros_like(have)
+            for key, count in (spec.explicit_counts or {}).items():
+                if count < 0:
+                    raise InvalidArgument(f"explicit_counts[{key!r}] must be >= 0, got {count}")
+                need[self.class_index(model, key, "explicit_counts")] = count
+        else:
+            raise InvalidArgument(
+                f"strategy must be MATCH_MAJORITY, TARGET_RATIO or EXPLICIT_COUNTS, got {spec.strategy}"
+            )
+        total = int(need.sum())
+        if total > self.limits.max_rows_per_stream:
+            raise InvalidArgument(
+                f"Balance needs {total} rows, beyond max_rows_per_stream = {self.limits.max_rows_per_stream}"
+            )
+        runs = LabelRuns(tuple(range(len(need))), tuple(int(n) for n in need))
+        return RowPlan(model, _seed(seed), total, runs)
+
+    @staticmethod
+    def require(model: LoadedModel, graph: str) -> GraphSpec:
+        """The graph, or NotSupported: density on a GAN, encoding without an encoder."""
+        spec = model.manifest.graphs.get(graph)
+        if spec is None:
+            raise NotSupported(
+                f"model {model.name!r} ({model.manifest.family}) has no {graph} graph "
+                f"(capabilities: {', '.join(model.manifest.capabilities)})"
+            )
+        return spec
+
+    @staticmethod
+    def class_index(model: LoadedModel, label: str, field: str) -> int:
+        spec = model.manifest.schema.label
+        assert spec is not None
+        for index, value in enumerate(spec.classes):
+            if str(value) == label:
+                return index
+        raise InvalidArgument(f"{field}: unknown class label {label!r} (classes: {[str(c) for c in spec.classes]})")
+
+    def _check_message_size(self, model: LoadedModel, n_rows: int) -> None:
+        self.check_response_size("num_rows", n_rows, 4 * (model.manifest.schema.width + 1), "; use SampleStream")
+
+    def check_response_size(self, field: str, n_rows: int, row_bytes: int, hint: str = "") -> None:
+        """Refuses a request whose response could not be sent (InvalidArgument naming the field and limit)."""
+        if n_rows * row_bytes > self.limits.max_message_bytes:
+            raise InvalidArgument(
+                f"{field} {n_rows} would need a {n_rows * row_bytes}-byte response, beyond max_message_bytes = "
+                f"{self.limits.max_message_bytes}{hint}"
+            )
+
+    # -- execution ---------------------------------------------------------------------------------------
+    async def generate(
+        self, plan: RowPlan, start: int, stop: int, deadline: float | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows [start, stop) of the plan: float32 `[n, D]` and class indices (None when unconditional)."""
+        model = plan.model
+        spec = model.manifest.graphs["sample"]
+        label_input = _input_named(spec, "label")
+        batcher = self._batcher(model, "sample")
+
+        def chunk_feeds(begin: int, end: int) -> dict[str, np.ndarray]:
+            feeds = _noise_feeds(spec, plan.seed, begin, end - begin)
+            if label_input is not None and plan.labels is not None:
+                feeds[label_input] = plan.labels.slice(begin, end)
+            return feeds
+
+        outputs = await self._submit_chunks(batcher, start, stop, chunk_feeds, deadline)
+        rows = outputs[0][0] if len(outputs) == 1 else np.concatenate([o[0] for o in outputs])
+        labels = plan.labels.slice(start, stop) if plan.labels is not None else None
+        return rows, labels
+
+    async def stream(
+        self, plan: RowPlan, chunk_rows: int, deadline: float | None
+    ) -> AsyncIterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(start_row, rows, labels) chunks in order, computing up to `stream_prefetch_chunks` ahead."""
+        if chunk_rows < 0:
+            raise InvalidArgument(f"chunk_rows must be >= 0, got {chunk_rows}")
+        chunk_rows = min(chunk_rows or self.limits.default_chunk_rows, self._batcher_config.max_batch_rows)
+        row_bytes = 4 * (plan.model.manifest.schema.width + 1)
+        chunk_rows = max(1, min(chunk_rows, self.limits.max_message_bytes // row_bytes))
+        pending: list[tuple[int, asyncio.Task[tuple[np.ndarray, np.ndarray | None]]]] = []
+        next_start = 0
+        try:
+            while next_start < plan.n_rows or pending:
+                while next_start < plan.n_rows and len(pending) <= self.limits.stream_prefetch_chunks:
+                    stop = min(next_start + chunk_rows, plan.n_rows)
+                    pending.append((next_start, asyncio.ensure_future(self.generate(plan, next_start, stop, deadline))))
+                    next_start = stop
+                start, task = pending.pop(0)
+                rows, labels = await task
+                yield start, rows, labels
+        finally:
+            for _, task in pending:
+                task.cancel()
+
+    async def score(self, model: LoadedModel, rows: np.ndarray, seed: int, deadline: float | None) -> Scores:
+        spec = self.require(model, "log_prob")
+        outputs = await self._run_rows(model, "log_prob", rows, None, seed, deadline)
+        names = [t.name for t in spec.outputs]
+        return Scores(
+            log_density=outputs[names.index("log_prob")].reshape(-1),
+            class_log_density=outputs[names.index("log_prob_cond")],
+            posteriors=outputs[names.index("posterior")],
+        )
+
+    async def encode(
+        self, model: LoadedModel, rows: np.ndarray, labels: np.ndarray | None, seed: int, deadline: float | None
+    ) -> np.ndarray:
+        self.require(model, "encode")
+        return (await self._run_rows(model, "encode", rows, labels, seed, deadline))[0]
+
+    async def _run_rows(
+        self,
+        model: LoadedModel,
+        graph: str,
+        rows: np.ndarray,
+        labels: np.ndarray | None,
+        seed: int,
+        deadline: float | None,
+    ) -> list[np.ndarray]:
+        spec = model.manifest.graphs[graph]
+        rows_input = _input_named(spec, "rows")
+        label_input = _input_named(spec, "label")
+        if label_input is not None and labels is None:
+            raise InvalidArgument(f"rows.labels: {graph} of model {model.name!r} needs one class index per row")
+        batcher = self._batcher(model, graph)
+
+        def chunk_feeds(begin: int, end: int) -> dict[str, np.ndarray]:
+            feeds = _noise_feeds(spec, seed, begin, end - begin)
+            if rows_input is not None:
+                feeds[rows_input] = rows[begin:end]
+            if label_input is not None and labels is not None:
+                feeds[label_input] = labels[begin:end]
+            return feeds
+
+        outputs = await self._submit_chunks(batcher, 0, len(rows), chunk_feeds, deadline)
+        if len(outputs) == 1:
+            return outputs[0]
+        return [np.concatenate([o[i] for o in outputs]) for i in range(len(outputs[0]))]
+
+    async def _submit_chunks(
+        self,
+        batcher: Batcher,
+        start: int,
+        stop: int,
+        chunk_feeds: Callable[[int, int], dict[str, np.ndarray]],
+        deadline: float | None,
+    ) -> list[list[np.ndarray]]:
+        """Rows [start, stop) as chunks of at most max_batch_rows, queued together, outputs in order."""
+        step = self._batcher_config.max_batch_rows
+        if stop - start <= step:  # the common small request: no gather, no extra task
+            return [await batcher.submit(stop - start, functools.partial(chunk_feeds, start, stop), deadline)]
+        tasks = [
+            asyncio.ensure_future(
+                batcher.submit(
+                    min(b + step, stop) - b, functools.partial(chunk_feeds, b, min(b + step, stop)), deadline
+                )
+            )
+            for b in range(start, stop, step)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            # One failed chunk (queue full, deadline) fails the request: its other chunks are not computed.
+            for task in tasks:
+                task.cancel()
+
+    def _batcher(self, model: LoadedModel, graph: str) -> Batcher:
+        key = (model.name, model.version, graph)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            runtime = model.runtime
+            batcher = Batcher(
+                model.name,
+                graph,
+                lambda feeds: runtime.run(graph, feeds),
+                self._batcher_config,
+                self._executor,
+                self._slots,
+            )
+            self._batchers[key] = batcher
+        return batcher
+
+
+def _seed(seed: int | None) -> int:
+    return secrets.randbits(64) if seed is None else seed

@@ -1,0 +1,171 @@
+"""Dynamic batching through a real server: merging, independence of rows from batch mates, deadlines, bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from serving.batcher import Batcher
+from serving.config import BatcherConfig
+from serving.errors import DeadlineExceeded
+from serving.proto import synthesizer_pb2 as pb
+from serving.proto import synthesizer_pb2_grpc as pb_grpc
+from tests.serving.conftest import ServerThread, make_config
+from tests.serving.helpers import expected_rows, labels_of, metric, rows_of
+
+
+def _batch_rows(graph: str = "sample") -> tuple[float, float]:
+    """(batches run, rows computed) of gauss so far."""
+    count = metric("synthserve_batch_rows_count", {"model": "gauss", "graph": graph})
+    total = metric("synthserve_batch_rows_sum", {"model": "gauss", "graph": graph})
+    return count, total
+
+
+@pytest.fixture()
+def slow_server(store: Path) -> Iterator[ServerThread]:
+    """Batches close only when full or after 1.5 s: queued requests wait, deterministically."""
+    running = ServerThread(make_config(store, max_queue_delay_s=1.5, dispatch_when_idle=False, max_queued_rows=4096))
+    yield running
+    running.stop()
+
+
+def test_concurrent_requests_are_merged_and_rows_do_not_depend_on_batch_mates(server: ServerThread) -> None:
+    seeds = list(range(100, 150))
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        alone = {seed: stub.Sample(pb.SampleRequest(model="gauss", num_rows=20, seed=seed)) for seed in seeds}
+        batches_before, rows_before = _batch_rows()
+        futures = [stub.Sample.future(pb.SampleRequest(model="gauss", num_rows=20, seed=seed)) for seed in seeds]
+        together = {seed: future.result() for seed, future in zip(seeds, futures)}
+        batches_after, rows_after = _batch_rows()
+    assert rows_after - rows_before == 50 * 20
+    assert batches_after - batches_before < 50  # at least two requests shared a session run
+    identical = 0
+    for seed in seeds:
+        np.testing.assert_allclose(rows_of(together[seed].rows), rows_of(alone[seed].rows), rtol=2e-7, atol=2e-7)
+        np.testing.assert_allclose(
+            rows_of(alone[seed].rows), expected_rows(seed, labels_of(alone[seed].rows), 2), rtol=2e-6, atol=2e-6
+        )
+        identical += together[seed].rows == alone[seed].rows
+    print(f"bit-identical alone vs batched: {identical}/50")
+
+
+def test_a_queued_request_past_its_deadline_is_never_computed(slow_server: ServerThread) -> None:
+    _, rows_before = _batch_rows()
+    with grpc.insecure_channel(slow_server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Sample(pb.SampleRequest(model="gauss", num_rows=5, seed=1), timeout=0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(1.6)  # past the queue delay: the batch would have run by now
+        _, rows_after = _batch_rows()
+        assert rows_after == rows_before
+        assert metric("synthserve_queued_rows", {"model": "gauss", "graph": "sample"}) == 0
+
+
+def test_the_queue_bound_answers_resource_exhausted(slow_server: ServerThread) -> None:
+    with grpc.insecure_channel(slow_server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        first = stub.Sample.future(pb.SampleRequest(model="gauss", num_rows=3000, seed=1))
+        time.sleep(0.2)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Sample(pb.SampleRequest(model="gauss", num_rows=2000, seed=2))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_queued_rows=4096" in str(info.value.details())
+        assert first.result().rows.num_rows == 3000  # the queued request is unaffected
+
+
+def test_batching_off_runs_every_request_alone(store: Path) -> None:
+    running = ServerThread(make_config(store, enabled=False))
+    try:
+        batches_before, _ = _batch_rows()
+        with grpc.insecure_channel(running.target) as channel:
+            stub = pb_grpc.SynthesizerStub(channel)
+            futures = [stub.Sample.future(pb.SampleRequest(model="gauss", num_rows=3, seed=s)) for s in range(20)]
+            assert all(f.result().rows.num_rows == 3 for f in futures)
+        batches_after, _ = _batch_rows()
+        assert batches_after - batches_before == 20
+    finally:
+        running.stop()
+
+
+def test_large_requests_are_split_into_batches_of_max_batch_rows(server: ServerThread) -> None:
+    batches_before, rows_before = _batch_rows()
+    with grpc.insecure_channel(server.target) as channel:
+        response = pb_grpc.SynthesizerStub(channel).Sample(pb.SampleRequest(model="gauss", num_rows=10_000, seed=8))
+    batches_after, rows_after = _batch_rows()
+    assert rows_after - rows_before == 10_000 and batches_after - batches_before >= 3  # max_batch_rows 4096
+    np.testing.assert_allclose(
+        rows_of(response.rows), expected_rows(8, labels_of(response.rows), 2), rtol=2e-6, atol=2e-6
+    )
+
+
+class _Graph:
+    """A fake session: doubles its input, fails on any batch holding a negative value."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        self.gate.wait(5)
+        x = feeds["x"]
+        self.batches.append(len(x))
+        if (x < 0).any():
+            raise RuntimeError("negative input")
+        return [2 * x]
+
+
+def _feeds(value: float) -> dict[str, np.ndarray]:
+    return {"x": np.full(2, value)}
+
+
+def test_an_error_reaches_only_the_request_it_belongs_to_and_cancelled_chunks_are_dropped() -> None:
+    async def scenario() -> tuple[list[Any], list[int]]:
+        graph = _Graph()
+        config = BatcherConfig(max_batch_rows=64, max_queue_delay_s=0.05, dispatch_when_idle=False, max_queued_rows=64)
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=1)
+            values = [1.0, -1.0, 3.0]
+            tasks = [asyncio.ensure_future(batcher.submit(2, functools.partial(_feeds, v))) for v in values]
+            cancelled = asyncio.ensure_future(batcher.submit(2, functools.partial(_feeds, 9.0)))
+            expired = asyncio.ensure_future(batcher.submit(2, functools.partial(_feeds, 7.0), deadline=0.0))
+            await asyncio.sleep(0)
+            cancelled.cancel()
+            graph.gate.set()
+            results = await asyncio.gather(*tasks, expired, return_exceptions=True)
+            await batcher.close()
+        return results, graph.batches
+
+    results, batches = asyncio.run(scenario())
+    np.testing.assert_array_equal(results[0][0], [2.0, 2.0])  # type: ignore[index]
+    assert isinstance(results[1], RuntimeError)
+    np.testing.assert_array_equal(results[2][0], [6.0, 6.0])  # type: ignore[index]
+    assert isinstance(results[3], DeadlineExceeded)
+    assert batches == [6, 2, 2, 2]  # one merged run (cancelled and expired chunks dropped), then isolation reruns
+
+
+def test_a_cancelled_stream_stops_computing(server: ServerThread) -> None:
+    _, rows_before = _batch_rows()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        call = stub.SampleStream(pb.SampleStreamRequest(model="gauss", num_rows=2_000_000, seed=1, chunk_rows=1000))
+        assert next(call).rows.num_rows == 1000
+        call.cancel()
+        time.sleep(0.5)
+        _, rows_after_cancel = _batch_rows()
+        time.sleep(0.5)
+        _, rows_later = _batch_rows()
+        assert stub.Sample(pb.SampleRequest(model="gauss", num_rows=2, seed=1)).rows.num_rows == 2
+    assert rows_after_cancel - rows_before < 100_000  # a few prefetched chunks, not the 2M rows asked for
+    assert rows_later == rows_after_cancel

@@ -1,0 +1,86 @@
+"""SynthClient speaks DataFrames with the training data's names, dtypes and labels, through a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.client import SynthClient
+from tests.serving.conftest import ServerThread
+from tests.serving.fixture_store import CATEGORIES, CLASSES, expected_log_prob
+from tests.serving.helpers import expected_rows
+
+
+@pytest.fixture()
+def client(server: ServerThread) -> Iterator[SynthClient]:
+    with SynthClient(server.target, timeout_s=30) as client:
+        yield client
+
+
+def test_models_describe_every_loaded_model(client: SynthClient) -> None:
+    models = {m.name: m for m in client.models()}
+    assert sorted(models) == ["gauss", "gauss-gan"]
+    gauss = models["gauss"]
+    assert gauss.classes == CLASSES and gauss.label == "y" and gauss.versions == (1, 2)
+    assert [c.name for c in gauss.columns] == ["x0", "x1", "cat"] and gauss.columns[2].categories == CATEGORIES
+
+
+def test_sample_returns_labelled_frames_with_training_names_and_labels(client: SynthClient) -> None:
+    frame = client.sample("gauss", 100, label="pos", seed=3, version=1)
+    assert list(frame.columns) == ["x0", "x1", "cat", "y"]
+    assert frame["x0"].dtype == np.float64 and set(frame["cat"]) <= set(CATEGORIES) and set(frame["y"]) == {"pos"}
+    assert frame.attrs == {"seed": 3, "version": 1}
+    expected = expected_rows(3, np.ones(100, dtype=np.int64), 1)
+    np.testing.assert_allclose(frame[["x0", "x1"]].to_numpy(), expected[:, :2], rtol=2e-6, atol=2e-6)
+    assert [CATEGORIES.index(c) for c in frame["cat"]] == expected[:, 2].astype(int).tolist()
+
+
+def test_sample_stream_concatenates_to_the_unary_sample(client: SynthClient) -> None:
+    chunks = list(client.sample_stream("gauss", 5_000, proportions={"neg": 1, "pos": 3}, seed=2, chunk_rows=1_000))
+    assert [c.attrs["start_row"] for c in chunks] == [0, 1000, 2000, 3000, 4000]
+    streamed = pd.concat(chunks, ignore_index=True)
+    pd.testing.assert_frame_equal(streamed, client.sample("gauss", 5_000, proportions={"neg": 1, "pos": 3}, seed=2))
+    assert streamed["y"].value_counts().to_dict() == {"pos": 3750, "neg": 1250}
+
+
+def test_balance_fills_the_minority_class(client: SynthClient) -> None:
+    data = pd.DataFrame(
+        {"x0": np.zeros(13), "x1": np.zeros(13), "cat": ["a"] * 13, "label": ["neg"] * 10 + ["pos"] * 3}
+    )
+    extra = client.balance(data, "label", "gauss", seed=1)
+    assert extra["label"].value_counts().to_dict() == {"pos": 7}
+    ratio = client.balance(data, "label", "gauss", strategy="target_ratio", ratio=0.5, seed=1)
+    assert ratio["label"].value_counts().to_dict() == {"pos": 2}
+    counts = client.balance(data, "label", "gauss", strategy="explicit_counts", counts={"neg": 1, "pos": 2})
+    assert counts["label"].tolist() == ["neg", "pos", "pos"]
+    nothing = client.balance(data, "label", "gauss", strategy="explicit_counts", counts={})
+    assert len(nothing) == 0 and list(nothing.columns) == ["x0", "x1", "cat", "label"]
+
+
+def test_score_and_encode_accept_the_frames_sample_returns(client: SynthClient) -> None:
+    frame = client.sample("gauss", 200, seed=5, version=1)
+    scores = client.score("gauss", frame, fpr=0.01, version=1, class_log_density=True)
+    assert list(scores.columns) == [
+        "log_density",
+        "log_density_neg",
+        "log_density_pos",
+        "posterior_neg",
+        "posterior_pos",
+        "is_anomaly",
+    ]
+    rows = np.column_stack([frame["x0"], frame["x1"], [CATEGORIES.index(c) for c in frame["cat"]]])
+    log_p, _, posterior = expected_log_prob(rows, version=1)
+    np.testing.assert_allclose(scores["log_density"], log_p, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(scores[["posterior_neg", "posterior_pos"]], posterior, atol=1e-5)
+    assert scores["is_anomaly"].dtype == bool and scores.attrs["threshold"] == pytest.approx(-6.0)
+    latent = client.encode("gauss", frame, version=1)
+    assert latent.shape == (200, 2) and latent.dtype == np.float32
+
+
+def test_unknown_category_label_is_refused_client_side(client: SynthClient) -> None:
+    frame = pd.DataFrame({"x0": [0.0], "x1": [0.0], "cat": ["zzz"]})
+    with pytest.raises(ValueError, match="column 'cat': unknown label"):
+        client.score("gauss", frame)

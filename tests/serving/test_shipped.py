@@ -1,0 +1,147 @@
+"""Every RPC of every shipped model in model_store/ through a real server (skipped when none is published)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from serving.config import BatcherConfig, ServerConfig
+from serving.proto import synthesizer_pb2 as pb
+from serving.proto import synthesizer_pb2_grpc as pb_grpc
+from synthserve.contract import Manifest, load_manifest
+from tests.serving.conftest import ServerThread
+from tests.serving.helpers import columns_of
+
+STORE = Path(__file__).resolve().parents[2] / "model_store"
+SHIPPED = sorted(p.parent.parent.name for p in STORE.glob("*/*/manifest.json"))
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="no shipped models in model_store/ yet")
+
+Stub = pb_grpc.SynthesizerStub
+
+
+@pytest.fixture(scope="module")
+def shipped_server() -> Iterator[ServerThread]:
+    running = ServerThread(
+        ServerConfig(model_store=STORE, port=0, metrics_port=None, batcher=BatcherConfig(max_batch_rows=2048))
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def stub(shipped_server: ServerThread) -> Iterator[Stub]:
+    with grpc.insecure_channel(
+        shipped_server.target, options=[("grpc.max_receive_message_length", 1 << 28)]
+    ) as channel:
+        yield pb_grpc.SynthesizerStub(channel)
+
+
+def _manifest(name: str) -> Manifest:
+    """The model's latest manifest; skips while a training session republishes it (its directory is gone)."""
+    published = sorted((STORE / name).glob("*/manifest.json"), key=lambda p: int(p.parent.name))
+    if not published:
+        pytest.skip(f"{name} is being republished")
+    return load_manifest(published[-1])
+
+
+def _matrix(table: pb.Table) -> np.ndarray:
+    return np.stack(list(columns_of(table).values()), axis=1).astype(np.float32)
+
+
+def _as_table(rows: np.ndarray, labels: np.ndarray | None, names: list[str]) -> pb.Table:
+    table = pb.Table(num_rows=len(rows))
+    for index, name in enumerate(names):
+        table.columns.add(name=name, value_type=pb.VALUE_TYPE_FLOAT32, values=rows[:, index].astype("<f4").tobytes())
+    if labels is not None:
+        table.labels = labels.astype("<i4").tobytes()
+    return table
+
+
+def test_every_published_model_is_served(shipped_server: ServerThread, stub: Stub) -> None:
+    shipped_server.call(shipped_server.server.reload())  # the store may have changed since the server started
+    published = {p.parent.parent.name for p in STORE.glob("*/*/manifest.json")}
+    served = {m.name for m in stub.ListModels(pb.ListModelsRequest()).models}
+    assert served == published, shipped_server.server.engine.registry.failures
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_sample_is_valid_reproducible_and_stream_equals_unary(stub: Stub, name: str) -> None:
+    manifest = _manifest(name)
+    info = stub.GetModel(pb.GetModelRequest(model=name)).model
+    assert [c.name for c in info.schema.columns] == [c.name for c in manifest.schema.columns]
+    first = stub.Sample(pb.SampleRequest(model=name, num_rows=3000, seed=21))
+    rows = _matrix(first.rows)
+    assert rows.shape == (3000, manifest.schema.width) and np.isfinite(rows).all()
+    for index, column in enumerate(manifest.schema.columns):
+        if column.kind == "categorical":
+            assert rows[:, index].min() >= 0 and rows[:, index].max() < len(column.categories or ())
+    if manifest.schema.label is not None:
+        labels = np.frombuffer(first.rows.labels, "<i4")
+        expected = np.round(3000 * np.asarray(manifest.schema.label.priors))
+        assert np.abs(np.bincount(labels, minlength=len(expected)) - expected).max() <= 1
+    assert stub.Sample(pb.SampleRequest(model=name, num_rows=3000, seed=21)).rows == first.rows
+    chunks = list(stub.SampleStream(pb.SampleStreamRequest(model=name, num_rows=3000, seed=21, chunk_rows=700)))
+    np.testing.assert_allclose(np.concatenate([_matrix(c.rows) for c in chunks]), rows, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_rows_alone_equal_rows_among_50_concurrent_requests(stub: Stub, name: str) -> None:
+    _manifest(name)
+    requests = [pb.SampleRequest(model=name, num_rows=16, seed=1000 + i) for i in range(50)]
+    alone = [stub.Sample(r) for r in requests]
+    futures = [stub.Sample.future(r) for r in requests]
+    together = [f.result() for f in futures]
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(_matrix(b.rows), _matrix(a.rows), rtol=1e-5, atol=1e-5)
+        assert a.rows.labels == b.rows.labels
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_balance_score_and_encode_follow_the_capabilities(stub: Stub, name: str) -> None:
+    manifest = _manifest(name)
+    names = [c.name for c in manifest.schema.columns]
+    label = manifest.schema.label
+    sample = stub.Sample(pb.SampleRequest(model=name, num_rows=64, seed=5))
+    rows = _matrix(sample.rows)
+    labels = np.frombuffer(sample.rows.labels, "<i4") if label is not None else None
+    if label is not None:
+        counts = {str(c): 10 * (i + 1) for i, c in enumerate(label.classes)}
+        request = pb.BalanceRequest(
+            model=name, class_counts=counts, strategy=pb.BALANCE_STRATEGY_MATCH_MAJORITY, seed=2
+        )
+        got = np.concatenate([np.frombuffer(c.rows.labels, "<i4") for c in stub.Balance(request)])
+        majority = max(counts.values())
+        assert np.bincount(got, minlength=len(label.classes)).tolist() == [majority - v for v in counts.values()]
+    score = pb.ScoreDensityRequest(
+        model=name, rows=_as_table(rows, None, names), include_class_log_density=True, include_posteriors=True
+    )
+    if "log_prob" in manifest.capabilities:
+        assert manifest.calibration is not None
+        score.fpr = manifest.calibration.fpr[0]
+        response = stub.ScoreDensity(score)
+        log_p = np.frombuffer(response.log_density, "<f4")
+        cond = np.frombuffer(response.class_log_density, "<f4").reshape(64, -1)
+        posterior = np.frombuffer(response.posteriors, "<f4").reshape(64, -1)
+        priors = np.asarray(label.priors if label is not None else [1.0])
+        assert np.isfinite(log_p).all()
+        np.testing.assert_allclose(log_p, np.logaddexp.reduce(cond + np.log(priors), axis=1), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(posterior.sum(axis=1), 1.0, atol=1e-4)
+        assert len(response.is_anomaly) == 64
+        assert stub.ScoreDensity(score).log_density == response.log_density  # the scoring seed defaults to 0
+    else:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ScoreDensity(score)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    encode = pb.EncodeRequest(model=name, rows=_as_table(rows, labels, names))
+    if "encode" in manifest.capabilities:
+        response = stub.Encode(encode)
+        latent = np.frombuffer(response.latent, "<f4").reshape(64, response.latent_dim)
+        assert response.latent_dim == manifest.graphs["encode"].outputs[0].shape[1] and np.isfinite(latent).all()
+    else:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Encode(encode)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION

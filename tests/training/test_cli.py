@@ -1,0 +1,188 @@
+"""Through the CLI and ONNX Runtime: artifacts, parity, determinism, valid categories, units, versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from synthserve.contract import draw_noise, load_manifest
+from tests.training.mixed_data import FAMILIES, make_mixed_frame
+from training.cli import main as cli_main
+from training.data import decode_rows, encode_rows
+from training.exported import ExportedModel, feeds_for
+
+CAPABILITIES = {
+    "flow": ("sample", "log_prob", "encode"),
+    "vae": ("sample", "log_prob", "encode"),
+    "gan": ("sample", "encode"),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_manifest_and_files(trained_store: Path, family: str) -> None:
+    directory = trained_store / f"mixed-{family}" / "1"
+    manifest = load_manifest(directory)
+    assert manifest.family == family and manifest.capabilities == CAPABILITIES[family]
+    assert [c.name for c in manifest.schema.columns] == ["height_cm", "visits", "colour", "member"]
+    assert manifest.schema.label is not None and manifest.schema.label.classes == ("no", "yes")
+    listed = set(manifest.files)
+    assert {f"{g}.onnx" for g in manifest.capabilities} | {"model.pt", "report.json"} <= listed
+    assert "checkpoint.pt" not in listed and (directory / "checkpoint.pt").exists()
+    for name, digest in manifest.files.items():
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest
+    assert manifest.metrics["export_parity"]["worst_relative_rms"] < 1e-4
+    assert 0.0 <= manifest.metrics["c2st_auc"] <= 1.0
+    assert "density_note" in manifest.training
+    if "log_prob" in manifest.capabilities:
+        assert manifest.calibration is not None and manifest.calibration.fpr[:4] == (0.001, 0.005, 0.01, 0.05)
+        assert np.isfinite(manifest.metrics["heldout_nll"])
+    report = json.loads((directory / "report.json").read_text())
+    assert "c2st_auc" in report["metrics"] and report["history"]["validation_loss"]
+    checkpoint = torch.load(directory / "checkpoint.pt", weights_only=True)
+    assert checkpoint["family"] == family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_noise_same_rows_whatever_the_batching(trained_store: Path, family: str) -> None:
+    model = ExportedModel(trained_store / f"mixed-{family}" / "1")
+    labels = np.array([0, 1] * 600, dtype=np.int64)
+    whole = model.sample(labels, seed=11)
+    again = model.sample(labels, seed=11)
+    assert np.array_equal(whole, again)
+    # Rows 1000..1009 drawn on their own (start_row = 1000) equal those rows of the large request.
+    spec = model.manifest.graphs["sample"]
+    feeds = feeds_for(spec, seed=11, start_row=1000, n_rows=10, label=labels[1000:1010])
+    part = model.sessions["sample"].run(["rows"], feeds)[0]
+    np.testing.assert_allclose(part, whole[1000:1010], rtol=1e-5, atol=1e-4)
+    assert not np.array_equal(model.sample(labels, seed=12), whole)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_categories_valid_and_units_round_trip(trained_store: Path, family: str) -> None:
+    model = ExportedModel(trained_store / f"mixed-{family}" / "1")
+    schema = model.manifest.schema
+    rows = model.sample(np.repeat([0, 1], 500), seed=3)
+    frame = decode_rows(rows, schema)
+    assert list(frame.columns) == ["height_cm", "visits", "colour", "member"]
+    original = make_mixed_frame()
+    assert set(frame["colour"]) <= {"red", "green", "blue"} and frame["member"].dtype == bool
+    assert frame["visits"].dtype == np.int64 and frame["height_cm"].dtype == np.float64
+    np.testing.assert_array_equal(rows[:, 1], np.round(rows[:, 1]))  # integers come back whole
+    np.testing.assert_array_equal(rows[:, 2], np.round(rows[:, 2]))
+    assert rows[:, 2].min() >= 0 and rows[:, 2].max() <= 2
+    # Original units: the synthetic mean height lies near the real one (cm, not standardized).
+    assert abs(frame["height_cm"].mean() - original["height_cm"].mean()) < 15
+    # The frame round-trips to the same codes.
+    np.testing.assert_array_equal(encode_rows(frame, schema), rows)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_torchscript_matches_onnx(trained_store: Path, family: str) -> None:
+    directory = trained_store / f"mixed-{family}" / "1"
+    manifest = load_manifest(directory)
+    scripted = torch.jit.load(str(directory / "model.pt"))
+    model = ExportedModel(directory)
+    labels = np.array([0, 1, 1, 0, 1], dtype=np.int64)
+    feeds = feeds_for(manifest.graphs["sample"], seed=5, start_row=0, n_rows=5, label=labels)
+    ordered = [torch.from_numpy(feeds[t.name]) for t in manifest.graphs["sample"].inputs]
+    (rows,) = scripted.sample(*ordered)
+    np.testing.assert_allclose(rows.numpy(), model.sample(labels, seed=5), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["flow", "vae"])
+def test_density_outputs_are_consistent(trained_store: Path, family: str) -> None:
+    model = ExportedModel(trained_store / f"mixed-{family}" / "1")
+    rows = encode_rows(make_mixed_frame(200, seed=1).drop(columns="outcome"), model.manifest.schema)
+    log_prob, cond, posterior = model.log_prob(rows)
+    priors = np.log(np.asarray(model.manifest.schema.label.priors))  # type: ignore[union-attr]
+    expected = np.logaddexp(cond[:, 0] + priors[0], cond[:, 1] + priors[1])
+    np.testing.assert_allclose(log_prob, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(posterior.sum(1), 1.0, atol=1e-5)
+    # Scores with seed 0 are reproducible (the VAE's importance noise is drawn like the server's).
+    assert np.array_equal(model.log_prob(rows)[0], log_prob)
+
+
+def test_flow_inverse_round_trip(trained_store: Path) -> None:
+    """encode then sample recovers the rows: continuous columns to float precision, discrete ones exactly."""
+    model = ExportedModel(trained_store / "mixed-flow" / "1")
+    frame = make_mixed_frame(300, seed=2)
+    rows = encode_rows(frame.drop(columns="outcome"), model.manifest.schema)
+    labels = (frame["outcome"] == "yes").to_numpy().astype(np.int64)
+    latent = model.encode(rows, labels)
+    back = model.sessions["sample"].run(["rows"], {"z": latent, "label": labels})[0]
+    np.testing.assert_allclose(back[:, 0], rows[:, 0], rtol=1e-4)
+    assert (back[:, 1:] == rows[:, 1:]).mean() > 0.995
+
+
+def test_retraining_makes_the_next_version_and_evaluate_refreshes(tmp_path: Path, mixed_csv: Path) -> None:
+    argv = ["train", "--data", str(mixed_csv), "--model", "gan", "--name", "again", "--label", "outcome"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "1", "--threads", "1", "--no-progress"]
+    assert cli_main(argv) == 0 and cli_main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["1", "2"]
+    assert load_manifest(tmp_path / "again" / "2").version == 2
+    assert cli_main(["evaluate", "--model-store", str(tmp_path), "--name", "again"]) == 0
+    manifest = load_manifest(tmp_path / "again" / "2")
+    digest = hashlib.sha256((tmp_path / "again" / "2" / "report.json").read_bytes()).hexdigest()
+    assert manifest.files["report.json"] == digest
+    assert cli_main(["evaluate", "--model-store", str(tmp_path), "--name", "missing"]) == 2
+
+
+def test_unconditional_model_has_no_label_input(tmp_path: Path) -> None:
+    path = tmp_path / "plain.csv"
+    make_mixed_frame(200).drop(columns="outcome").to_csv(path, index=False)
+    argv = ["train", "--data", str(path), "--model", "vae", "--name", "plain", "--model-store", str(tmp_path)]
+    assert cli_main([*argv, "--epochs", "2", "--threads", "1", "--no-progress"]) == 0
+    model = ExportedModel(tmp_path / "plain" / "1")
+    assert model.manifest.schema.label is None
+    assert all(t.role != "label" for g in model.manifest.graphs.values() for t in g.inputs)
+    rows = model.sample(np.zeros(20, dtype=np.int64), seed=0)
+    log_prob, cond, posterior = model.log_prob(rows)
+    assert cond.shape == (20, 1) and np.allclose(posterior, 1.0) and np.allclose(log_prob, cond[:, 0])
+
+
+def test_bad_arguments_are_refused(tmp_path: Path, mixed_csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["train", "--data", str(mixed_csv), "--model", "flow", "--model-store", str(tmp_path)]
+    assert cli_main([*base, "--name", "x", "--epochs", "0"]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert cli_main([*base, "--name", "x", "--label", "missing"]) == 2
+    assert "no such column" in capsys.readouterr().err
+    assert cli_main([*base, "--name", "../escape"]) == 2
+
+
+def test_noise_draws_match_the_contract() -> None:
+    """The helper feeds exactly draw_noise(seed, stream j, start_row) to each noise input."""
+    from synthserve.contract import GraphSpec, TensorSpec
+
+    spec = GraphSpec(
+        "g.onnx",
+        (
+            TensorSpec("z", "float32", (None, 4), "noise", "normal"),
+            TensorSpec("label", "int64", (None,), "label"),
+            TensorSpec("u", "float32", (None, 3), "noise", "uniform"),
+        ),
+        (TensorSpec("rows", "float32", (None, 2), "output"),),
+    )
+    feeds = feeds_for(spec, seed=9, start_row=5, n_rows=2, label=np.array([0, 1]))
+    np.testing.assert_array_equal(feeds["z"], draw_noise(9, 0, 5, 2, (4,), "normal"))
+    np.testing.assert_array_equal(feeds["u"], draw_noise(9, 1, 5, 2, (3,), "uniform"))
+    assert pd.Series(feeds["label"]).tolist() == [0, 1]
+
+
+def test_all_categorical_table(tmp_path: Path) -> None:
+    """No scalar column at all: the graphs must not carry zero-width tensors (ONNX Runtime refuses them)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"piece": rng.choice(list("abc"), 300), "rank": rng.integers(1, 5, 300)})
+    frame["won"] = rng.random(300) < 0.3
+    frame.to_csv(tmp_path / "cat.csv", index=False)
+    argv = ["train", "--data", str(tmp_path / "cat.csv"), "--model", "vae", "--name", "cat", "--label", "won"]
+    assert cli_main([*argv, "--model-store", str(tmp_path), "--epochs", "2", "--threads", "1", "--no-progress"]) == 0
+    model = ExportedModel(tmp_path / "cat" / "1")
+    rows = model.sample(np.array([0, 1] * 50), seed=0)
+    assert set(rows[:, 0]) <= {0.0, 1.0, 2.0} and set(rows[:, 1]) <= {0.0, 1.0, 2.0, 3.0}
+    assert np.isfinite(model.log_prob(rows)[0]).all()

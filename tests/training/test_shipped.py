@@ -1,0 +1,60 @@
+"""The committed model store: complete, verifiable, small, and good enough to classify its own digits."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+
+from synthserve.contract import load_manifest
+from training.exported import ExportedModel
+from training.shipped import SHIPPED
+
+STORE = Path(__file__).resolve().parents[2] / "model_store"
+MAX_STORE_BYTES = 25 * 1024 * 1024
+MAX_VERSION_BYTES = 4 * 1024 * 1024
+MIN_DIGIT_ACCURACY = 0.90
+
+
+def _bytes(path: Path, *, shipped_only: bool = False) -> int:
+    """Bytes under `path`; `shipped_only` leaves out the git-ignored training checkpoints."""
+    files = (p for p in path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in files if not (shipped_only and p.name == "checkpoint.pt"))
+
+
+def test_store_fits_the_size_budget() -> None:
+    assert _bytes(STORE) < MAX_STORE_BYTES, f"model_store/ holds {_bytes(STORE) / 2**20:.1f} MiB (limit 25 MiB)"
+    for version in STORE.glob("*/*"):
+        if version.is_dir():
+            size = _bytes(version, shipped_only=True)
+            assert size < MAX_VERSION_BYTES, f"{version} ships {size / 2**20:.1f} MiB (limit 4 MiB)"
+
+
+@pytest.mark.parametrize("name", [m.name for m in SHIPPED])
+def test_shipped_model_is_complete_and_verifiable(name: str) -> None:
+    assert sorted(p.name for p in (STORE / name).iterdir()) == ["1"], "regenerate the store, do not accumulate"
+    manifest = load_manifest(STORE / name / "1")
+    assert manifest.name == name and manifest.version == 1 and manifest.training["seed"] == 0
+    for file, digest in manifest.files.items():
+        assert hashlib.sha256((STORE / name / "1" / file).read_bytes()).hexdigest() == digest, file
+    assert manifest.metrics["export_parity"]["worst_relative_rms"] < 1e-4
+
+
+@pytest.fixture(scope="module")
+def digit_classifier() -> SVC:
+    digits = load_digits()
+    return SVC(gamma=0.001).fit(digits.data, digits.target)
+
+
+@pytest.mark.parametrize("family", ["flow", "vae", "gan"])
+def test_conditional_digits_are_the_requested_class(family: str, digit_classifier: SVC) -> None:
+    """Samples of class c (100 per class, server noise rule, seed 0) are classified as c by an SVM on real digits."""
+    model = ExportedModel(STORE / f"digits-{family}" / "1")
+    requested = np.repeat(np.arange(10), 100)
+    images = model.sample(requested, seed=0)
+    accuracy = float((digit_classifier.predict(images) == requested).mean())
+    assert accuracy >= MIN_DIGIT_ACCURACY, f"digits-{family}: {accuracy:.3f}"

@@ -1,0 +1,222 @@
+"""JSON request bodies -> typed requests and arrays; graph rows -> JSON columns in the training data's terms.
+
+Requests are JSON objects: `{"n": 10, "seed": 7, "label": ...}` or `{"n": 10, "proportions": {...}}` samples,
+`{"rows": {column: [values]}, "fpr": 0.01, "seed": 0}` scores. Columns travel by their training names, category
+columns as their labels, the label column as class labels. Every error names the field and the limit.
+Samples may ask for `"encoding": "npy"`: one float32 array in graph units and codes, for callers that want
+throughput (JSON spends most of a 1,000-row request formatting floats).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from synthserve.contract import Schema
+from torchserve_handler.errors import InvalidRequest
+
+__all__ = [
+    "ENCODINGS",
+    "SAMPLE_FIELDS",
+    "SCORE_FIELDS",
+    "SampleRequest",
+    "ScoreRequest",
+    "array_from_rows",
+    "columns_from_rows",
+    "decode_body",
+    "npy_bytes",
+    "parse_request",
+    "rounded",
+    "rows_from_columns",
+]
+
+SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding")
+ENCODINGS = ("json", "npy")
+SCORE_FIELDS = ("rows", "seed", "fpr")
+MAX_SEED = 2**64
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    n_rows: int
+    seed: int | None  # None: the handler draws one and returns it
+    label: str | None  # a class label as text, like the gRPC API's
+    proportions: dict[str, float] | None  # class label as text -> weight
+    encoding: str = "json"  # json | npy
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    columns: dict[str, Any]  # column name -> list of values; checked by rows_from_columns
+    seed: int  # feeds the log_prob graph's noise (the VAE's importance samples); 0 when not given
+    fpr: float | None  # flag rows below the calibrated threshold at this false-positive rate
+
+
+def decode_body(body: object) -> dict[str, Any]:
+    """TorchServe hands a JSON body over as bytes, text or an already decoded object."""
+    if isinstance(body, bytes | bytearray):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"body: not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"body: must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _integer(value: Any, field: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidRequest(f"{field}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidRequest(f"{field}: must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _number(value: Any, field: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidRequest(f"{field}: must be a number, got {value!r}")
+    return float(value)
+
+
+def _seed(body: Mapping[str, Any]) -> int | None:
+    return None if body.get("seed") is None else _integer(body["seed"], "seed", 0, MAX_SEED - 1)
+
+
+def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | ScoreRequest:
+    """A body with `n` samples, one with `rows` scores; anything else is refused with the fields it may hold."""
+    if ("n" in body) == ("rows" in body):
+        raise InvalidRequest('body: give either "n" (sample rows) or "rows" (score rows), not both or neither')
+    allowed = SAMPLE_FIELDS if "n" in body else SCORE_FIELDS
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InvalidRequest(f"body: unknown field(s) {unknown}; this request takes {list(allowed)}")
+    if "rows" in body:
+        if not isinstance(body["rows"], dict):
+            raise InvalidRequest("rows: must be an object mapping column names to lists of values")
+        fpr = None if body.get("fpr") is None else _number(body["fpr"], "fpr")
+        return ScoreRequest(columns=body["rows"], seed=_seed(body) or 0, fpr=fpr)
+    if body.get("label") is not None and body.get("proportions") is not None:
+        raise InvalidRequest('label, proportions: give at most one of "label" and "proportions"')
+    proportions = body.get("proportions")
+    if proportions is not None:
+        if not isinstance(proportions, dict) or not proportions:
+            raise InvalidRequest("proportions: must be a non-empty object mapping class labels to weights")
+        proportions = {str(k): _number(v, f"proportions[{k!r}]") for k, v in proportions.items()}
+    label = body.get("label")
+    if isinstance(label, dict | list):
+        raise InvalidRequest(f"label: must be one class label, got {label!r}")
+    encoding = body.get("encoding", "json")
+    if encoding not in ENCODINGS:
+        raise InvalidRequest(f"encoding: must be one of {list(ENCODINGS)}, got {encoding!r}")
+    return SampleRequest(
+        n_rows=_integer(body["n"], "n", 1, max_rows),
+        seed=_seed(body),
+        label=None if label is None else str(label),
+        proportions=proportions,
+        encoding=encoding,
+    )
+
+
+def _category_codes(values: list[Any], categories: tuple[Any, ...], field: str) -> np.ndarray:
+    # Labels match by value, or by text (so "3" finds the category 3 when the caller wrote JSON strings).
+    lookup: dict[Any, int] = {str(c): i for i, c in enumerate(categories)}
+    lookup.update({c: i for i, c in enumerate(categories)})
+    codes = np.empty(len(values), dtype=np.float32)
+    for i, value in enumerate(values):
+        code = lookup.get(value) if isinstance(value, str | int | float | bool) else None
+        if code is None:
+            code = lookup.get(str(value))
+        if code is None:
+            shown = [str(c) for c in categories[:20]]
+            raise InvalidRequest(f"{field}[{i}]: {value!r} is not a category of the column (categories: {shown})")
+        codes[i] = code
+    return codes
+
+
+def rows_from_columns(schema: Schema, columns: Mapping[str, Any], max_rows: int) -> np.ndarray:
+    """Columns by training name -> float32 [n, D] in graph order; the label column, if given, is ignored."""
+    expected = [c.name for c in schema.columns]
+    ignored = {schema.label.name} if schema.label is not None else set()
+    missing = [name for name in expected if name not in columns]
+    if missing:
+        raise InvalidRequest(f"rows: missing column(s) {missing} (the model expects {expected})")
+    unknown = sorted(set(columns) - set(expected) - ignored)
+    if unknown:
+        raise InvalidRequest(f"rows: unknown column(s) {unknown} (the model expects {expected})")
+    lengths = {name: len(v) if isinstance(v, list) else -1 for name, v in columns.items() if name in expected}
+    not_lists = [name for name, n in lengths.items() if n < 0]
+    if not_lists:
+        raise InvalidRequest(f"rows: column(s) {not_lists} must be lists of values")
+    n_rows = lengths[expected[0]]
+    uneven = {name: n for name, n in lengths.items() if n != n_rows}
+    if uneven:
+        raise InvalidRequest(f"rows: every column needs {n_rows} values like {expected[0]!r}; got {uneven}")
+    if not 1 <= n_rows <= max_rows:
+        raise InvalidRequest(f"rows: must hold between 1 and {max_rows} rows, got {n_rows}")
+    rows = np.empty((n_rows, len(expected)), dtype=np.float32)
+    for index, column in enumerate(schema.columns):
+        field = f"rows[{column.name!r}]"
+        values = columns[column.name]
+        if column.kind == "categorical" and column.categories is not None:
+            rows[:, index] = _category_codes(values, column.categories, field)
+            continue
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
+            raise InvalidRequest(f"{field}: values must be numbers")
+        numbers = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(numbers).all():
+            raise InvalidRequest(f"{field}: values must be finite (no NaN or infinity)")
+        rows[:, index] = numbers
+    return rows
+
+
+def rounded(schema: Schema, rows: np.ndarray) -> np.ndarray:
+    """As the gRPC server sends rows: integer columns and category codes rounded, codes clipped into range."""
+    out = np.array(rows, dtype=np.float32)
+    for index, column in enumerate(schema.columns):
+        if column.kind == "continuous":
+            continue
+        out[:, index] = np.rint(out[:, index])
+        if column.kind == "categorical" and column.categories is not None:
+            np.clip(out[:, index], 0, len(column.categories) - 1, out=out[:, index])
+    return out
+
+
+def columns_from_rows(schema: Schema, rows: np.ndarray, labels: np.ndarray | None) -> dict[str, list[Any]]:
+    """Graph rows [n, D] (+ class indices [n]) -> {column: values}: floats, whole numbers, category labels.
+
+    Continuous values keep their float32 value; the label column, for conditional models, comes last.
+    """
+    whole = rounded(schema, rows)
+    out: dict[str, list[Any]] = {}
+    for index, column in enumerate(schema.columns):
+        if column.kind == "continuous":
+            out[column.name] = whole[:, index].astype(np.float64).tolist()
+        elif column.kind == "categorical" and column.categories is not None:
+            codes = whole[:, index].astype(np.int64)
+            out[column.name] = np.asarray(column.categories, dtype=object)[codes].tolist()
+        else:
+            out[column.name] = whole[:, index].astype(np.int64).tolist()
+    if schema.label is not None and labels is not None:
+        out[schema.label.name] = np.asarray(schema.label.classes, dtype=object)[labels].tolist()
+    return out
+
+
+def array_from_rows(schema: Schema, rows: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """Graph rows [n, D] -> float32 [n, D] (+ the class index as a last column when the model is conditional)."""
+    whole = rounded(schema, rows)
+    if labels is None:
+        return whole
+    return np.concatenate([whole, labels.astype(np.float32)[:, None]], axis=1)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

@@ -1,0 +1,90 @@
+"""Run an exported version through ONNX Runtime exactly as the server does (noise from `draw_noise`).
+
+Used for calibration, evaluation, tests and benchmarks, so every figure is measured on the shipped graphs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from synthserve.contract import GraphSpec, Manifest, draw_noise, load_manifest
+
+__all__ = ["CHUNK_ROWS", "ExportedModel", "feeds_for"]
+
+CHUNK_ROWS = 1024
+
+
+def feeds_for(
+    spec: GraphSpec,
+    *,
+    seed: int,
+    start_row: int,
+    n_rows: int,
+    rows: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Inputs of one graph run: noise input j from stream j at the rows' request indices."""
+    feeds: dict[str, np.ndarray] = {}
+    stream = 0
+    for tensor in spec.inputs:
+        if tensor.role == "noise":
+            assert tensor.distribution is not None
+            feeds[tensor.name] = draw_noise(seed, stream, start_row, n_rows, tensor.row_shape, tensor.distribution)
+            stream += 1
+        elif tensor.role == "rows":
+            if rows is None:
+                raise ValueError(f"graph input {tensor.name!r} needs rows")
+            feeds[tensor.name] = np.ascontiguousarray(rows, dtype=np.float32)
+        elif tensor.role == "label":
+            if label is None:
+                raise ValueError(f"graph input {tensor.name!r} needs class indices")
+            feeds[tensor.name] = np.ascontiguousarray(label, dtype=np.int64)
+    return feeds
+
+
+class ExportedModel:
+    """ONNX Runtime sessions for one model-store version."""
+
+    def __init__(self, version_dir: str | Path, threads: int = 1) -> None:
+        self.directory = Path(version_dir)
+        self.manifest: Manifest = load_manifest(self.directory)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.sessions = {
+            name: ort.InferenceSession(str(self.directory / spec.file), options, providers=["CPUExecutionProvider"])
+            for name, spec in self.manifest.graphs.items()
+        }
+
+    def _run(
+        self, graph: str, n: int, seed: int, rows: np.ndarray | None, label: np.ndarray | None
+    ) -> list[np.ndarray]:
+        spec = self.manifest.graphs[graph]
+        chunks: list[list[np.ndarray]] = []
+        for begin in range(0, n, CHUNK_ROWS):
+            end = min(n, begin + CHUNK_ROWS)
+            feeds = feeds_for(
+                spec,
+                seed=seed,
+                start_row=begin,
+                n_rows=end - begin,
+                rows=None if rows is None else rows[begin:end],
+                label=None if label is None else label[begin:end],
+            )
+            chunks.append(self.sessions[graph].run([o.name for o in spec.outputs], feeds))
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(spec.outputs))]
+
+    def sample(self, label: np.ndarray, seed: int) -> np.ndarray:
+        """Rows [N, D] for class indices `label` [N] (ignored by unconditional models)."""
+        return self._run("sample", len(label), seed, None, label)[0]
+
+    def log_prob(self, rows: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log p(x) [N], log p(x|c) [N, C], p(c|x) [N, C]); seed 0 as the server scores."""
+        log_prob, cond, posterior = self._run("log_prob", len(rows), seed, rows, None)
+        return log_prob, cond, posterior
+
+    def encode(self, rows: np.ndarray, label: np.ndarray, seed: int = 0) -> np.ndarray:
+        return self._run("encode", len(rows), seed, rows, label)[0]

@@ -1,0 +1,70 @@
+"""The training objectives, apart from the networks. Each returns a scalar to minimize (mean per row)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from training.models.base import class_onehot
+from training.models.flow import FlowModel
+from training.models.gan import GANModel
+from training.models.vae import VAEModel
+
+__all__ = ["flow_nll", "gan_critic_loss", "gan_generator_loss", "moment_distance", "vae_negative_elbo"]
+
+
+def flow_nll(model: FlowModel, rows: Tensor, label: Tensor, dequant: bool = True) -> Tensor:
+    """Negative log-likelihood per row of the dequantized rows, in original units (nats)."""
+    z, log_det, _ = model.model_space(rows, dequant)
+    return -(model.model_log_prob(z, label) + log_det).mean()
+
+
+def vae_negative_elbo(model: VAEModel, rows: Tensor, label: Tensor, beta: float, dequant: bool = True) -> Tensor:
+    """-(E_q log p(x|z,c) - beta KL(q || N(0, I))) per row, in original units."""
+    scalar, log_det, onehot = model.model_space(rows, dequant)
+    cond = class_onehot(label, model.n_classes)
+    mean, log_std = model.posterior_params(scalar, onehot, cond)
+    z = mean + torch.exp(log_std) * torch.randn_like(mean)
+    log_lik = model.reconstruction_log_prob(scalar, onehot, z, cond)
+    kl = 0.5 * (mean**2 + torch.exp(2 * log_std) - 1.0 - 2 * log_std).sum(1)
+    return -(log_lik - beta * kl + log_det).mean()
+
+
+def _real_model_space(model: GANModel, rows: Tensor) -> Tensor:
+    scalar, _, onehot = model.model_space(rows, dequant=True)
+    return torch.cat([scalar, onehot], dim=1)
+
+
+def gan_critic_loss(model: GANModel, rows: Tensor, label: Tensor, gradient_penalty: float) -> Tensor:
+    """WGAN-GP critic: E[D(fake)] - E[D(real)] + lambda E[(|grad D(interp)| - 1)^2]."""
+    cond = class_onehot(label, model.n_classes)
+    real = _real_model_space(model, rows)
+    with torch.no_grad():
+        fake = model.relaxed_fake(torch.randn(rows.shape[0], model.latent, device=rows.device), cond)
+    alpha = torch.rand(rows.shape[0], 1, device=rows.device)
+    interp = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.critic(interp, cond).sum(), interp, create_graph=True)
+    penalty = ((grad.norm(dim=1) - 1.0) ** 2).mean()
+    return model.critic(fake, cond).mean() - model.critic(real, cond).mean() + gradient_penalty * penalty
+
+
+def gan_generator_loss(model: GANModel, label: Tensor) -> Tensor:
+    cond = class_onehot(label, model.n_classes)
+    fake = model.relaxed_fake(torch.randn(label.shape[0], model.latent, device=label.device), cond)
+    return -model.critic(fake, cond).mean()
+
+
+def moment_distance(model: GANModel, rows: Tensor, label: Tensor) -> Tensor:
+    """The GAN's validation loss: |mean difference|^2 + |covariance difference|_F between validation rows and
+    generated rows of the same classes, in model space with the class one-hot appended.
+
+    The critic's own Wasserstein estimate is useless for early stopping (it is ~0 while the critic is
+    untrained); first and second moments of (row, class) measure what the generator gets right.
+    """
+    cond = class_onehot(label, model.n_classes)
+    fake = model.relaxed_fake(torch.randn(rows.shape[0], model.latent, device=rows.device), cond)
+    real = torch.cat([_real_model_space(model, rows), cond], dim=1)
+    fake = torch.cat([fake, cond], dim=1)
+    mean_gap = ((real.mean(0) - fake.mean(0)) ** 2).sum()
+    cov_gap = torch.linalg.matrix_norm(torch.cov(real.T) - torch.cov(fake.T))
+    return mean_gap + cov_gap

@@ -1,0 +1,116 @@
+"""What every family shares: the feature codec, the class condition, and the density outputs.
+
+A model's graph methods take and return plain tensors in original units; all randomness enters as
+noise tensors, so the same noise always yields the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from synthserve.contract import Schema
+from training.transform import FeatureCodec, TransformParams
+
+__all__ = ["GenerativeModel", "NoiseInput", "class_onehot", "mlp", "split_blocks", "tile_rows"]
+
+
+@dataclass(frozen=True)
+class NoiseInput:
+    """A noise input of a graph: drawn by the server per row from `distribution`."""
+
+    name: str
+    row_shape: tuple[int, ...]
+    distribution: str  # normal | uniform
+
+
+def mlp(n_in: int, hidden: int, n_out: int, depth: int = 2, activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
+    """`depth` hidden layers of width `hidden`."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), activation()]
+        width = hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+def class_onehot(label: Tensor, n_classes: int) -> Tensor:
+    """label [B] int64 -> [B, C] float (a comparison, which every exporter handles)."""
+    return (label.unsqueeze(1) == torch.arange(n_classes, device=label.device)).float()
+
+
+def tile_rows(x: Tensor, n: int) -> Tensor:
+    """[B, F] -> [B*n, F], each row repeated n times in a row (broadcasting, not Expand: exports reliably)."""
+    tiled = x.unsqueeze(1) + torch.zeros(1, n, 1, dtype=x.dtype, device=x.device)
+    return tiled.reshape(x.shape[0] * n, x.shape[1])
+
+
+def split_blocks(values: Tensor, sizes: tuple[int, ...]) -> list[Tensor]:
+    """[B, sum K] -> list of [B, K_i] one-hot blocks."""
+    out, start = [], 0
+    for k in sizes:
+        out.append(values[:, start : start + k])
+        start += k
+    return out
+
+
+class GenerativeModel(nn.Module):
+    """Base of the three families. Subclasses implement the graph methods they support."""
+
+    family: str = ""
+    log_priors: Tensor
+
+    def __init__(self, schema: Schema, transform: TransformParams) -> None:
+        super().__init__()
+        self.codec = FeatureCodec(transform, schema.width)
+        self.conditional = schema.label is not None
+        self.n_classes = schema.n_classes
+        self.n_scalar = transform.n_scalar
+        self.onehot_sizes = transform.onehot_sizes
+        priors = schema.label.priors if schema.label is not None else (1.0,)
+        self.register_buffer("log_priors", torch.log(torch.tensor(priors, dtype=torch.float32)))
+
+    # --- what the export needs to know -------------------------------------------------------------
+    def capabilities(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def noise_inputs(self, graph: str) -> tuple[NoiseInput, ...]:
+        raise NotImplementedError
+
+    def latent_width(self) -> int:
+        raise NotImplementedError
+
+    # --- graph methods ------------------------------------------------------------------------------
+    def sample(self, noise: list[Tensor], label: Tensor) -> Tensor:
+        """noise tensors (manifest order), label [B] -> rows [B, D]."""
+        raise NotImplementedError
+
+    def log_prob_cond(self, rows: Tensor, noise: list[Tensor]) -> Tensor:
+        """rows [B, D] -> log p(x | c) [B, C]."""
+        raise NotImplementedError
+
+    def encode(self, rows: Tensor, label: Tensor, noise: list[Tensor]) -> Tensor:
+        """rows [B, D], label [B] -> latent [B, Z]."""
+        raise NotImplementedError
+
+    def density(self, rows: Tensor, noise: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """log p(x) = logsumexp_c(log p(x|c) + log pi_c) [B], log p(x|c) [B, C], p(c|x) [B, C]."""
+        cond = self.log_prob_cond(rows, noise)
+        joint = cond + self.log_priors
+        log_prob = torch.logsumexp(joint, dim=1)
+        return log_prob, cond, torch.exp(joint - log_prob.unsqueeze(1))
+
+    # --- training -----------------------------------------------------------------------------------
+    def model_space(self, rows: Tensor, dequant: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """rows -> (scalar z [B, S], log|dz/dx| [B], one-hot [B, sum K]); random dequantization in training."""
+        noise = torch.rand(rows.shape[0], self.n_scalar, device=rows.device) if dequant else None
+        return self.codec.to_model(rows, noise)
+
+    @staticmethod
+    def gaussian_log_density(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+        """Elementwise log N(x; mean, exp(log_scale)^2)."""
+        return -0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2 - log_scale - 0.5 * math.log(2 * math.pi)
