@@ -7,6 +7,8 @@ indices), so a chunk's output never depends on what it is batched with. A batch 
 idle (`dispatch_when_idle`). Before it runs, cancelled chunks and chunks past their deadline are dropped and
 never computed. Feeds are built and the session runs in worker threads, off the event loop. If a merged
 batch fails, its chunks are rerun one by one so an error reaches only the requests it belongs to.
+A hot reload that retires the version `drain`s its batchers: chunks already queued run to completion (the
+runtime stays referenced until then), new chunks are refused with NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from serving import metrics
 from serving.config import BatcherConfig
-from serving.errors import DeadlineExceeded, QueueFull, Unavailable
+from serving.errors import DeadlineExceeded, ModelNotFound, QueueFull, Unavailable
 
 __all__ = ["Batcher", "FeedBuilder", "RunGraph"]
 
@@ -55,6 +57,8 @@ class Batcher:
         self._slots = asyncio.Semaphore(max(1, slots))
         self._wakeup = asyncio.Event()
         self._closed = False
+        self._retired = False
+        self._drained = asyncio.Event()  # set once retired with nothing queued or running, or when closed
         self._running: set[asyncio.Task[None]] = set()
         self._queued_gauge = metrics.QUEUED_ROWS.labels(model, graph)
         self._wait_hist = metrics.QUEUE_WAIT_SECONDS.labels(model, graph)
@@ -67,6 +71,8 @@ class Batcher:
         """Queues one chunk (1 <= n_rows <= max_batch_rows) and returns its outputs, row-aligned."""
         if self._closed:
             raise Unavailable("server is shutting down")
+        if self._retired:
+            raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
         if not 1 <= n_rows <= self._config.max_batch_rows:
             raise ValueError(f"chunk of {n_rows} rows outside [1, {self._config.max_batch_rows}]")
         if self._queued_rows + n_rows > self._config.max_queued_rows:
@@ -82,9 +88,22 @@ class Batcher:
             self._wakeup.set()
         return await future
 
+    async def drain(self) -> None:
+        """Retires the queue: new chunks get NOT_FOUND, queued ones run to completion, then the batcher closes."""
+        self._retired = True
+        self._wakeup.set()  # dispatch what is queued now: no batch mates will arrive to wait for
+        self._note_if_drained()
+        await self._drained.wait()
+        await self.close()
+
+    def _note_if_drained(self) -> None:
+        if self._retired and not self._queue and not self._running:
+            self._drained.set()
+
     async def close(self) -> None:
         """Stops scheduling; queued chunks fail with UNAVAILABLE, running batches finish."""
         self._closed = True
+        self._drained.set()
         self._loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._loop_task
@@ -109,7 +128,7 @@ class Batcher:
             # Wait for a full batch or the oldest chunk's delay, unless an idle slot makes waiting pointless.
             # One timer per batch: `submit` wakes the scheduler only when the queue was empty or is now full.
             while config.enabled and self._queue and self._queued_rows < config.max_batch_rows:
-                if config.dispatch_when_idle and not self._running:
+                if self._retired or (config.dispatch_when_idle and not self._running):
                     break
                 remaining = self._queue[0].enqueued_at + config.max_queue_delay_s - time.monotonic()
                 if remaining <= 0:
@@ -123,6 +142,7 @@ class Batcher:
             batch = self._take(loop.time())
             if not batch:
                 self._slots.release()
+                self._note_if_drained()
                 continue
             task = loop.create_task(self._execute(batch))
             self._running.add(task)
@@ -169,6 +189,7 @@ class Batcher:
             self._slots.release()
             if self._queue:
                 self._wakeup.set()
+            self._note_if_drained()
 
     def _run_batch(self, batch: list[_Chunk]) -> list[list[np.ndarray] | BaseException]:
         """Worker thread: build feeds, run once, split outputs; isolate failures chunk by chunk."""

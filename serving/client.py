@@ -1,7 +1,8 @@
 """Python client: pandas DataFrames with the training data's column names, dtypes and category labels.
 
 The wire format is columnar (one buffer per column, category codes, class indices); the client fetches each
-model's schema once (GetModel) and converts both ways.
+model version's schema once (GetModel) and converts both ways. A version's schema never changes, so it is
+cached by (model, version).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ _WIRE_TYPES = {
     pb.VALUE_TYPE_INT32: "<i4",
     pb.VALUE_TYPE_INT64: "<i8",
 }
+# GetModel tries for the version a response came from. Behind round_robin each call goes to the next server,
+# so during a rolling update a server without that version answers NOT_FOUND and a retry reaches one with it.
+_DESCRIBE_ATTEMPTS = 8
 _STRATEGIES = {
     "match_majority": pb.BALANCE_STRATEGY_MATCH_MAJORITY,
     "target_ratio": pb.BALANCE_STRATEGY_TARGET_RATIO,
@@ -208,8 +212,21 @@ class SynthClient:
         key = (model, version or 0)
         if key not in self._descriptions:
             response = self._call(self._stub.GetModel, pb.GetModelRequest(model=model, version=version or 0))
-            self._descriptions[key] = ModelDescription.from_proto(response.model)
+            description = ModelDescription.from_proto(response.model)
+            self._descriptions[key] = description
+            self._descriptions.setdefault((model, description.version), description)
         return self._descriptions[key]
+
+    def _describe_served(self, model: str, version: int) -> ModelDescription:
+        """The description of the version a response was computed by, which the server that answers GetModel
+        may not have loaded (a rolling update behind round_robin): NOT_FOUND is retried on the next server."""
+        for _ in range(_DESCRIBE_ATTEMPTS - 1):
+            try:
+                return self.describe(model, version)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+        return self.describe(model, version)
 
     def sample(
         self,
@@ -225,7 +242,7 @@ class SynthClient:
         request = pb.SampleRequest(model=model, version=version or 0, num_rows=n, seed=seed)
         _set_condition(request, label, proportions)
         response = self._call(self._stub.Sample, request)
-        frame = self.describe(model, response.version).to_frame(response.rows)
+        frame = self._describe_served(model, response.version).to_frame(response.rows)
         frame.attrs.update(seed=response.seed, version=response.version)
         return frame
 
@@ -246,7 +263,7 @@ class SynthClient:
         )
         _set_condition(request, label, proportions)
         for response in self._call(self._stub.SampleStream, request):
-            frame = self.describe(model, response.version).to_frame(response.rows)
+            frame = self._describe_served(model, response.version).to_frame(response.rows)
             frame.attrs.update(seed=response.seed, version=response.version, start_row=response.start_row)
             yield frame
 
@@ -278,11 +295,11 @@ class SynthClient:
         frames = []
         response_seed = response_version = None
         for response in self._call(self._stub.Balance, request):
-            description = self.describe(model, response.version)
-            frames.append(description.to_frame(response.rows))
+            frames.append(self._describe_served(model, response.version).to_frame(response.rows))
             response_seed, response_version = response.seed, response.version
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        label = self.describe(model, response_version).label
+        described = self.describe(model) if response_version is None else self._describe_served(model, response_version)
+        label = described.label
         if label is not None and label != label_column and label in frame.columns:
             frame = frame.rename(columns={label: label_column})
         frame.attrs.update(seed=response_seed, version=response_version)

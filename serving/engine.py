@@ -100,16 +100,28 @@ class Engine:
         self._executor = executor
         self._slots = slots
         self._batchers: dict[tuple[str, int, str], Batcher] = {}
+        self._retiring: dict[Batcher, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
-        await asyncio.gather(*(b.close() for b in self._batchers.values()))
+        await asyncio.gather(*(b.close() for b in [*self._batchers.values(), *self._retiring]))
+        await asyncio.gather(*self._retiring.values(), return_exceptions=True)
 
     async def use_registry(self, registry: Registry) -> None:
-        """Hot reload: new requests see `registry`; queues of versions no longer in it are closed."""
+        """Hot reload: new requests see `registry`; queues of versions no longer in it drain in the background.
+
+        Chunks already queued for a retired version finish (the batcher keeps its runtime until then); the
+        reload does not wait for them, so a long queue never delays the next rescan.
+        """
         self.registry = registry
         live = {(m.name, m.version) for m in registry.all()}
-        stale = [self._batchers.pop(key) for key in list(self._batchers) if key[:2] not in live]
-        await asyncio.gather(*(b.close() for b in stale))
+        for key in [key for key in self._batchers if key[:2] not in live]:
+            batcher = self._batchers.pop(key)
+            task = asyncio.get_running_loop().create_task(batcher.drain())
+            self._retiring[batcher] = task
+            task.add_done_callback(functools.partial(self._forget_retired, batcher))
+
+    def _forget_retired(self, batcher: Batcher, _task: asyncio.Task[None]) -> None:
+        self._retiring.pop(batcher, None)
 
     # -- planning ----------------------------------------------------------------------------------------
     def plan_sample(
@@ -339,6 +351,8 @@ class Engine:
         key = (model.name, model.version, graph)
         batcher = self._batchers.get(key)
         if batcher is None:
+            # A request that resolved its version before a reload retired it: NOT_FOUND, not a new queue.
+            self.registry.get(model.name, model.version)
             runtime = model.runtime
             batcher = Batcher(
                 model.name,

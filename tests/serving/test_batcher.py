@@ -17,9 +17,11 @@ import pytest
 
 from serving.batcher import Batcher
 from serving.config import BatcherConfig
-from serving.errors import DeadlineExceeded
+from serving.engine import RowPlan
+from serving.errors import DeadlineExceeded, ModelNotFound
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
+from serving.registry import Registry
 from tests.serving.conftest import ServerThread, make_config
 from tests.serving.helpers import expected_rows, labels_of, metric, rows_of
 
@@ -169,3 +171,56 @@ def test_a_cancelled_stream_stops_computing(server: ServerThread) -> None:
         assert stub.Sample(pb.SampleRequest(model="gauss", num_rows=2, seed=1)).rows.num_rows == 2
     assert rows_after_cancel - rows_before < 100_000  # a few prefetched chunks, not the 2M rows asked for
     assert rows_later == rows_after_cancel
+
+
+def test_a_retired_batcher_drains_its_queue_and_refuses_new_chunks() -> None:
+    async def scenario() -> tuple[list[Any], BaseException | None, list[int]]:
+        graph = _Graph()
+        # Batches would wait 30 s for mates: only the drain's immediate dispatch lets this finish in time.
+        config = BatcherConfig(max_batch_rows=4, max_queue_delay_s=30.0, dispatch_when_idle=False, max_queued_rows=64)
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=1)
+            tasks = [asyncio.ensure_future(batcher.submit(2, functools.partial(_feeds, v))) for v in range(1, 6)]
+            await asyncio.sleep(0.05)  # all five queued; the first full batch is held at the gate
+            drain = asyncio.ensure_future(batcher.drain())
+            await asyncio.sleep(0)
+            refused: BaseException | None = None
+            try:
+                await batcher.submit(2, functools.partial(_feeds, 9.0))
+            except ModelNotFound as exc:
+                refused = exc
+            graph.gate.set()
+            results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
+            await asyncio.wait_for(drain, timeout=10)
+        return results, refused, graph.batches
+
+    results, refused, batches = asyncio.run(scenario())
+    for value, result in zip(range(1, 6), results):
+        assert not isinstance(result, BaseException), result
+        np.testing.assert_array_equal(result[0], [2.0 * value, 2.0 * value])
+    assert isinstance(refused, ModelNotFound) and "retired" in str(refused)
+    assert sum(batches) == 10  # every queued row computed once; the refused chunk never
+
+
+def test_a_reload_retiring_a_version_lets_its_queued_requests_finish(slow_server: ServerThread) -> None:
+    seeds = [11, 12, 13, 14]
+    with grpc.insecure_channel(slow_server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        futures = [stub.Sample.future(pb.SampleRequest(model="gauss", version=1, num_rows=500, seed=s)) for s in seeds]
+        time.sleep(0.3)  # queued: the slow server holds batches for 1.5 s
+        engine = slow_server.server.engine
+        old = engine.registry
+        v1 = old.get("gauss", 1)
+        kept = {"gauss": {2: old.get("gauss", 2)}, "gauss-gan": {1: old.get("gauss-gan", 1)}}
+        slow_server.call(engine.use_registry(Registry(kept, {})))
+        responses = [future.result(timeout=30) for future in futures]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Sample(pb.SampleRequest(model="gauss", version=1, num_rows=5, seed=1))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    for seed, response in zip(seeds, responses):
+        assert response.version == 1
+        np.testing.assert_allclose(
+            rows_of(response.rows), expected_rows(seed, labels_of(response.rows), 1), rtol=2e-6, atol=2e-6
+        )
+    with pytest.raises(ModelNotFound):  # a request that resolved v1 before the reload gets no new queue
+        slow_server.call(engine.generate(RowPlan(v1, 1, 5, None), 0, 5, None))

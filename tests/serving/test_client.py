@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from serving.client import SynthClient
-from tests.serving.conftest import ServerThread
+from tests.serving.conftest import ServerThread, make_config
 from tests.serving.fixture_store import CATEGORIES, CLASSES, expected_log_prob
 from tests.serving.helpers import expected_rows
 
@@ -84,3 +86,37 @@ def test_unknown_category_label_is_refused_client_side(client: SynthClient) -> N
     frame = pd.DataFrame({"x0": [0.0], "x1": [0.0], "cat": ["zzz"]})
     with pytest.raises(ValueError, match="column 'cat': unknown label"):
         client.score("gauss", frame)
+
+
+@pytest.fixture()
+def rolling_update(store: Path, tmp_path: Path) -> Iterator[tuple[ServerThread, ServerThread]]:
+    """Two servers mid rolling update: `updated` has gauss v1 and v2, `behind` only v1."""
+    behind_store = tmp_path / "behind"
+    shutil.copytree(store / "gauss" / "1", behind_store / "gauss" / "1")
+    updated, behind = ServerThread(make_config(store)), ServerThread(make_config(behind_store))
+    yield updated, behind
+    updated.stop()
+    behind.stop()
+
+
+def test_sample_behind_round_robin_describes_a_version_only_one_server_has(
+    rolling_update: tuple[ServerThread, ServerThread],
+) -> None:
+    updated, behind = rolling_update
+    target = f"ipv4:127.0.0.1:{updated.port},127.0.0.1:{behind.port}"
+    with SynthClient(target, timeout_s=30, lb_policy="round_robin") as client:
+        seen: set[tuple[int, ...]] = set()
+        for _ in range(50):  # until round_robin has reached both servers
+            seen.add(next(m.versions for m in client.models() if m.name == "gauss"))
+            if seen == {(1, 2), (1,)}:
+                break
+        assert seen == {(1, 2), (1,)}
+        frames = [client.sample("gauss", 50, seed=seed) for seed in range(1, 9)]
+        frames += list(client.sample_stream("gauss", 100, seed=9, chunk_rows=50))
+    assert {frame.attrs["version"] for frame in frames} == {1, 2}  # both servers answered
+    for frame in frames:
+        assert list(frame.columns) == ["x0", "x1", "cat", "y"]
+        labels = np.array([CLASSES.index(y) for y in frame["y"]])
+        start = frame.attrs.get("start_row", 0)
+        expected = expected_rows(frame.attrs["seed"], labels, frame.attrs["version"], start)
+        np.testing.assert_allclose(frame[["x0", "x1"]].to_numpy(), expected[:, :2], rtol=2e-6, atol=2e-6)
