@@ -1,21 +1,21 @@
 """Graph execution behind one small interface: ONNX Runtime by default, TorchScript on request.
 
-`TorchScriptRuntime` is the only place in `serving` that may import torch, and it does so lazily, so a
-torch-free install serves ONNX models.
+The TorchScript runtime lives in `serving/runtime_torchscript.py`, the only module of `serving` that imports
+torch; it is imported only when asked for, so a torch-free install serves ONNX models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from serving.config import RuntimeConfig
 from synthserve.contract import Manifest
 
-__all__ = ["OnnxRuntime", "Runtime", "TorchScriptRuntime", "create_runtime"]
+__all__ = ["OnnxRuntime", "Runtime", "create_runtime"]
 
 
 class Runtime(Protocol):
@@ -59,33 +59,11 @@ class OnnxRuntime:
         return list(self._sessions[graph].run(self._outputs[graph], dict(feeds)))
 
 
-class TorchScriptRuntime:
-    """The manifest's TorchScript module; methods named like the graphs take inputs positionally."""
-
-    def __init__(self, directory: Path, manifest: Manifest, config: RuntimeConfig) -> None:
-        import torch  # the only torch import in serving
-
-        if manifest.torchscript is None:
-            raise RuntimeError("manifest has no torchscript module")
-        self._torch: Any = torch
-        torch.set_num_threads(config.intra_op_threads)
-        device = "cuda" if config.device == "cuda" else "cpu"
-        self._device = device
-        self._module = torch.jit.load(str(directory / manifest.torchscript), map_location=device)
-        self._inputs = {name: [t.name for t in spec.inputs] for name, spec in manifest.graphs.items()}
-
-    def run(self, graph: str, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        torch = self._torch
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[name])).to(self._device) for name in self._inputs[graph]]
-        with torch.inference_mode():
-            result = getattr(self._module, graph)(*args)
-        outputs = result if isinstance(result, tuple | list) else (result,)
-        return [o.detach().cpu().numpy() for o in outputs]
-
-
 def create_runtime(directory: Path, manifest: Manifest, config: RuntimeConfig) -> Runtime:
     if config.runtime == "onnx":
         return OnnxRuntime(directory, manifest, config)
     if config.runtime == "torchscript":
+        from serving.runtime_torchscript import TorchScriptRuntime
+
         return TorchScriptRuntime(directory, manifest, config)
     raise ValueError(f"runtime must be 'onnx' or 'torchscript', got {config.runtime!r}")
