@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -16,6 +16,8 @@ from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
 from serving.tables import decode_labels, decode_table, encode_table
+
+_StreamMessage = TypeVar("_StreamMessage", pb.SampleStreamResponse, pb.BalanceResponse)
 
 __all__ = ["SynthesizerService", "model_info"]
 
@@ -137,6 +139,22 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         )
         return model, plan
 
+    async def _stream_rows(
+        self,
+        model: LoadedModel,
+        plan: RowPlan,
+        chunk_rows: int,
+        context: grpc.aio.ServicerContext,
+        message_type: type[_StreamMessage],
+    ) -> AsyncIterator[_StreamMessage]:
+        """The plan's rows as labelled chunks of SampleStream or Balance, counted as generated."""
+        generated = metrics.ROWS_GENERATED.labels(model.name)
+        async for start, rows, labels in self._engine.stream(plan, chunk_rows, _deadline(context)):
+            generated.inc(len(rows))
+            message = message_type(version=model.version, seed=plan.seed, start_row=start)
+            encode_table(model.manifest.schema, rows, labels, out=message.rows)
+            yield message
+
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
         model, plan = self._plan_sample(request, stream=False)
         rows, labels = await self._engine.generate(plan, 0, plan.n_rows, _deadline(context))
@@ -149,11 +167,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         self, request: pb.SampleStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SampleStreamResponse]:
         model, plan = self._plan_sample(request, stream=True)
-        generated = metrics.ROWS_GENERATED.labels(model.name)
-        async for start, rows, labels in self._engine.stream(plan, request.chunk_rows, _deadline(context)):
-            generated.inc(len(rows))
-            message = pb.SampleStreamResponse(version=model.version, seed=plan.seed, start_row=start)
-            encode_table(model.manifest.schema, rows, labels, out=message.rows)
+        async for message in self._stream_rows(model, plan, request.chunk_rows, context, pb.SampleStreamResponse):
             yield message
 
     async def Balance(
@@ -170,14 +184,10 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             explicit_counts=dict(request.explicit_counts),
         )
         plan = self._engine.plan_balance(model, spec, request.seed if request.HasField("seed") else None)
-        generated = metrics.ROWS_GENERATED.labels(model.name)
         if plan.n_rows == 0:
             yield pb.BalanceResponse(version=model.version, seed=plan.seed, start_row=0, rows=pb.Table(num_rows=0))
             return
-        async for start, rows, labels in self._engine.stream(plan, request.chunk_rows, _deadline(context)):
-            generated.inc(len(rows))
-            message = pb.BalanceResponse(version=model.version, seed=plan.seed, start_row=start)
-            encode_table(model.manifest.schema, rows, labels, out=message.rows)
+        async for message in self._stream_rows(model, plan, request.chunk_rows, context, pb.BalanceResponse):
             yield message
 
     async def ScoreDensity(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from tests.serving.helpers import free_port
 
 from .rules import write_rule_file
 
@@ -114,14 +115,6 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
 
-def _free_port() -> int:
-    # Prometheus cannot report a port it picked itself; the port is free unless taken in the next instant.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_prometheus(
     prometheus: str, directory: Path, scrape_port: int, timeout_s: float = 30.0
@@ -145,7 +138,7 @@ def running_prometheus(
         ],
     }
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()  # Prometheus cannot report a port it picked itself
     command = [
         prometheus,
         f"--config.file={directory / 'prometheus.yml'}",

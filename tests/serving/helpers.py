@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
 from serving.proto import synthesizer_pb2 as pb
 from synthserve.contract import draw_noise
 from tests.serving.fixture_store import CATEGORIES, MEANS, SCALE
 
-__all__ = ["columns_of", "expected_rows", "labels_of", "metric", "rows_of", "table_of"]
+__all__ = ["columns_of", "expected_rows", "free_port", "labels_of", "metric", "rows_of", "table_of"]
 
 _WIRE: dict[int, str] = {
     pb.VALUE_TYPE_FLOAT32: "<f4",
@@ -58,3 +60,11 @@ def metric(name: str, labels: dict[str, str]) -> float:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def free_port() -> int:
+    """A loopback port free right now, for servers that cannot report the port they bound themselves."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

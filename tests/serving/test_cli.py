@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from serving.cli import main
 from tests.serving.conftest import ServerThread
+from tests.serving.helpers import free_port
 
 
 def test_models_prints_one_json_line_per_model(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,13 +119,7 @@ def test_serve_runs_until_sigterm_and_stops_gracefully(store: Path) -> None:
 
 
 def test_serve_with_two_workers_shares_the_port_and_stops_both(store: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "synthserve.cli", "serve", "--model-store", str(store), "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--metrics-port", "-1", "--workers", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    process, port = _serve_two_workers(store)
     try:
         assert process.stderr is not None
         started = _lines_until(process.stderr, "serving.server INFO serving ", count=2)
@@ -140,13 +134,7 @@ def test_serve_with_two_workers_shares_the_port_and_stops_both(store: Path) -> N
 
 
 def test_workers_stop_when_their_parent_is_killed(store: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "synthserve.cli", "serve", "--model-store", str(store), "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--metrics-port", "-1", "--workers", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    process, _ = _serve_two_workers(store)
     try:
         assert process.stderr is not None
         assert len(_lines_until(process.stderr, "serving.server INFO serving ", count=2)) == 2
@@ -158,6 +146,16 @@ def test_workers_stop_when_their_parent_is_killed(store: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def _serve_two_workers(store: Path) -> tuple[subprocess.Popen[str], int]:
+    """`synthserve serve --workers 2` in its own process session (so the test can kill parent and workers)."""
+    port = free_port()
+    command = [sys.executable, "-m", "synthserve.cli", "serve", "--model-store", str(store), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--metrics-port", "-1", "--workers", "2"], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    return process, port
 
 
 def _lines_until(stream: IO[str], marker: str, count: int) -> list[str]:
