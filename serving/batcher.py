@@ -8,7 +8,8 @@ idle (`dispatch_when_idle`). Before it runs, cancelled chunks and chunks past th
 never computed. Feeds are built and the session runs in worker threads, off the event loop. If a merged
 batch fails, its chunks are rerun one by one so an error reaches only the requests it belongs to.
 A hot reload that retires the version `drain`s its batchers: chunks already queued run to completion (the
-runtime stays referenced until then), new chunks are refused with NOT_FOUND.
+runtime stays referenced until then), new chunks are refused with NOT_FOUND, except those of a request that
+`hold`s the batcher (a stream that began before the reload): it is served to its end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -58,6 +59,7 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._retired = False
+        self._holders = 0  # requests that keep the batcher serving them after it is retired (`hold`)
         self._drained = asyncio.Event()  # set once retired with nothing queued or running, or when closed
         self._running: set[asyncio.Task[None]] = set()
         self._queued_gauge = metrics.QUEUED_ROWS.labels(model, graph)
@@ -67,11 +69,24 @@ class Batcher:
         self._computed = metrics.ROWS_COMPUTED.labels(model, graph)
         self._loop_task = asyncio.get_running_loop().create_task(self._schedule())
 
-    async def submit(self, n_rows: int, make_feeds: FeedBuilder, deadline: float | None = None) -> list[np.ndarray]:
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """While held, a retired batcher still takes the holder's chunks (`submit(..., held=True)`) and does not
+        close: a stream that began on this version ends on it, whatever reload happens meanwhile."""
+        self._holders += 1
+        try:
+            yield
+        finally:
+            self._holders -= 1
+            self._note_if_drained()
+
+    async def submit(
+        self, n_rows: int, make_feeds: FeedBuilder, deadline: float | None = None, held: bool = False
+    ) -> list[np.ndarray]:
         """Queues one chunk (1 <= n_rows <= max_batch_rows) and returns its outputs, row-aligned."""
         if self._closed:
             raise Unavailable("server is shutting down")
-        if self._retired:
+        if self._retired and not held:
             raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
         if not 1 <= n_rows <= self._config.max_batch_rows:
             raise ValueError(f"chunk of {n_rows} rows outside [1, {self._config.max_batch_rows}]")
@@ -97,7 +112,7 @@ class Batcher:
         await self.close()
 
     def _note_if_drained(self) -> None:
-        if self._retired and not self._queue and not self._running:
+        if self._retired and not self._queue and not self._running and not self._holders:
             self._drained.set()
 
     async def close(self) -> None:

@@ -39,6 +39,11 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=None, help=".csv or .parquet (default: CSV on stdout)")
 
 
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", type=float, default=None, help="scale of the normal noise, (0, 4]")
+    parser.add_argument("--best-of", type=int, default=None, help="candidates per row, chosen by the posterior")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthserve")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--auth-guard-probes", action="store_true", help="health and reflection need a token too")
     serve.add_argument("--max-connection-age-s", type=float, default=None, help="close connections after this age")
     serve.add_argument("--max-concurrent-streams", type=int, default=None, help="HTTP/2 streams per connection")
+    serve.add_argument(
+        "--max-concurrent-rpcs", type=int, default=None, help="RPCs in progress; beyond it RESOURCE_EXHAUSTED at once"
+    )
+    serve.add_argument(
+        "--balance-best-of",
+        type=int,
+        default=ServerConfig.balance_best_of,
+        help="Balance's sampling.best_of when a request leaves it out",
+    )
+    serve.add_argument(
+        "--max-pending-rpcs", type=int, default=20_000, help="received calls not yet handled; beyond it CANCELLED"
+    )
 
     models = commands.add_parser("models", help="list the served models")
     _add_target(models)
@@ -84,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None)
     sample.add_argument("--version", type=int, default=None)
     sample.add_argument("--chunk-rows", type=int, default=None)
+    _add_sampling(sample)
 
     balance = commands.add_parser("balance", help="rows that balance a labelled table")
     _add_target(balance)
@@ -97,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--ratio", type=float, default=None)
     balance.add_argument("--counts", default=None, help="LABEL=ROWS,... (explicit_counts)")
     balance.add_argument("--seed", type=int, default=None)
+    _add_sampling(balance)
 
     for name, help_text in (("score", "log-densities and anomaly flags"), ("encode", "latent vectors")):
         command = commands.add_parser(name, help=help_text)
@@ -173,6 +192,9 @@ def _server_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Serv
         auth_open_probes=not args.auth_guard_probes,
         max_connection_age_s=args.max_connection_age_s,
         max_concurrent_streams=args.max_concurrent_streams,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_pending_rpcs=args.max_pending_rpcs,
+        balance_best_of=args.balance_best_of,
     )
 
 
@@ -188,11 +210,18 @@ def _sample(client: SynthClient, args: argparse.Namespace) -> pd.DataFrame:
             seed=args.seed,
             version=args.version,
             chunk_rows=args.chunk_rows,
+            temperature=args.temperature,
+            best_of=args.best_of,
         ):
             frames.append(frame)
             progress.update(len(frame))
     result = pd.concat(frames, ignore_index=True)
-    print(f"seed {frames[0].attrs['seed']}, version {frames[0].attrs['version']}", file=sys.stderr)
+    attrs = frames[0].attrs
+    print(
+        f"seed {attrs['seed']}, version {attrs['version']}, temperature {attrs['temperature']:g}, "
+        f"best_of {attrs['best_of']}",
+        file=sys.stderr,
+    )
     return result
 
 
@@ -202,7 +231,12 @@ def main(argv: list[str]) -> int:
         from serving.server import serve
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        serve(_server_config(args, os.environ))
+        try:
+            config = _server_config(args, os.environ)
+        except ValueError as exc:
+            print(f"synthserve serve: {exc}", file=sys.stderr)
+            return 2
+        serve(config)
         return 0
 
     tls = None
@@ -235,6 +269,8 @@ def main(argv: list[str]) -> int:
                     ratio=args.ratio,
                     counts={k: int(v) for k, v in (_pairs(args.counts) or {}).items()} or None,
                     seed=args.seed,
+                    temperature=args.temperature,
+                    best_of=args.best_of,
                 )
                 _write(frame, args.output)
             elif args.command == "score":

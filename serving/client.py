@@ -237,13 +237,20 @@ class SynthClient:
         proportions: Mapping[Any, float] | None = None,
         seed: int | None = None,
         version: int | None = None,
+        temperature: float | None = None,
+        best_of: int | None = None,
     ) -> pd.DataFrame:
-        """n rows; `frame.attrs` holds the seed and version that reproduce them."""
-        request = pb.SampleRequest(model=model, version=version or 0, num_rows=n, seed=seed)
+        """n rows; `frame.attrs` holds the seed, version and sampling options that reproduce them.
+
+        `temperature` (0, 4] scales the model's normal noise; `best_of` k keeps, per row, the one of k candidates
+        the model's posterior ranks highest for its class (docs/serving.md)."""
+        request = pb.SampleRequest(
+            model=model, version=version or 0, num_rows=n, seed=seed, sampling=_sampling(temperature, best_of)
+        )
         _set_condition(request, label, proportions)
         response = self._call(self._stub.Sample, request)
         frame = self._describe_served(model, response.version).to_frame(response.rows)
-        frame.attrs.update(seed=response.seed, version=response.version)
+        frame.attrs.update(seed=response.seed, version=response.version, **_options(response.sampling))
         return frame
 
     def sample_stream(
@@ -256,15 +263,27 @@ class SynthClient:
         seed: int | None = None,
         version: int | None = None,
         chunk_rows: int | None = None,
+        temperature: float | None = None,
+        best_of: int | None = None,
     ) -> Iterator[pd.DataFrame]:
-        """The same rows as `sample`, in chunks; each frame's attrs hold seed, version and start_row."""
+        """The same rows as `sample`, in chunks; each frame's attrs hold seed, version, options and start_row."""
         request = pb.SampleStreamRequest(
-            model=model, version=version or 0, num_rows=n, seed=seed, chunk_rows=chunk_rows or 0
+            model=model,
+            version=version or 0,
+            num_rows=n,
+            seed=seed,
+            chunk_rows=chunk_rows or 0,
+            sampling=_sampling(temperature, best_of),
         )
         _set_condition(request, label, proportions)
         for response in self._call(self._stub.SampleStream, request):
             frame = self._describe_served(model, response.version).to_frame(response.rows)
-            frame.attrs.update(seed=response.seed, version=response.version, start_row=response.start_row)
+            frame.attrs.update(
+                seed=response.seed,
+                version=response.version,
+                start_row=response.start_row,
+                **_options(response.sampling),
+            )
             yield frame
 
     def balance(
@@ -278,8 +297,12 @@ class SynthClient:
         counts: Mapping[Any, int] | None = None,
         seed: int | None = None,
         version: int | None = None,
+        temperature: float | None = None,
+        best_of: int | None = None,
     ) -> pd.DataFrame:
-        """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`."""
+        """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`.
+
+        `best_of` left out takes the server's balance default (`--balance-best-of`); attrs say what was used."""
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {list(_STRATEGIES)}, got {strategy!r}")
         class_counts = {str(k): int(v) for k, v in df[label_column].value_counts().items()}
@@ -291,18 +314,21 @@ class SynthClient:
             target_ratio=ratio or 0.0,
             explicit_counts={str(k): int(v) for k, v in (counts or {}).items()},
             seed=seed,
+            sampling=_sampling(temperature, best_of),
         )
         frames = []
         response_seed = response_version = None
+        options: dict[str, Any] = {}
         for response in self._call(self._stub.Balance, request):
             frames.append(self._describe_served(model, response.version).to_frame(response.rows))
             response_seed, response_version = response.seed, response.version
+            options = _options(response.sampling)
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         described = self.describe(model) if response_version is None else self._describe_served(model, response_version)
         label = described.label
         if label is not None and label != label_column and label in frame.columns:
             frame = frame.rename(columns={label: label_column})
-        frame.attrs.update(seed=response_seed, version=response_version)
+        frame.attrs.update(seed=response_seed, version=response_version, **options)
         return frame
 
     def score(
@@ -353,6 +379,20 @@ class SynthClient:
         )
         response = self._call(self._stub.Encode, request)
         return np.frombuffer(response.latent, dtype="<f4").reshape(response.num_rows, response.latent_dim)
+
+
+def _sampling(temperature: float | None, best_of: int | None) -> pb.SamplingOptions:
+    """Only the options the caller set: the server applies its defaults to the rest."""
+    options = pb.SamplingOptions()
+    if temperature is not None:
+        options.temperature = temperature
+    if best_of is not None:
+        options.best_of = best_of
+    return options
+
+
+def _options(sampling: pb.SamplingOptions) -> dict[str, Any]:
+    return {"temperature": sampling.temperature, "best_of": sampling.best_of}
 
 
 def _set_condition(request: Any, label: Any, proportions: Mapping[Any, float] | None) -> None:

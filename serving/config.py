@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthserve.contract import MAX_BEST_OF
+
 __all__ = ["BatcherConfig", "LimitsConfig", "RuntimeConfig", "ServerConfig"]
 
 MIB = 1024 * 1024
@@ -77,6 +79,26 @@ class ServerConfig:
     # Connections are closed (GOAWAY, in-flight RPCs finish) after this age, so clients behind a Kubernetes
     # Service re-resolve and spread over new pods; None: connections live until a side closes them.
     max_connection_age_s: float | None = None
-    # HTTP/2 streams one connection may hold open; a client queues its calls beyond it. Without a limit, grpc core
-    # answers part of a burst of thousands of calls with CANCELLED before any handler sees them.
+    # HTTP/2 streams one connection may hold open; beyond it grpc core refuses new ones (REFUSED_STREAM, the client
+    # sees UNAVAILABLE). None: no limit.
     max_concurrent_streams: int | None = None
+    # RPCs the whole server runs at once (every method, health included); beyond it grpc answers new calls
+    # RESOURCE_EXHAUSTED before a handler runs. None: no limit.
+    max_concurrent_rpcs: int | None = None
+    # Calls grpc core has received that no handler has picked up yet. Beyond grpc's own default (1,000, with
+    # random early drop up to 3,000) core cancels new calls (CANCELLED, indistinguishable from a client's own
+    # cancellation) in a burst; with this higher bound the batcher's queue limit answers them RESOURCE_EXHAUSTED.
+    max_pending_rpcs: int = 20_000
+    # Balance's sampling.best_of when a request leaves it out (models without a class posterior: 1);
+    # see docs/quality.md for the measurement behind the default.
+    balance_best_of: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("max_concurrent_streams", "max_concurrent_rpcs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.max_pending_rpcs < 1:
+            raise ValueError(f"max_pending_rpcs must be >= 1, got {self.max_pending_rpcs}")
+        if not 1 <= self.balance_best_of <= MAX_BEST_OF:
+            raise ValueError(f"balance_best_of must be in [1, {MAX_BEST_OF}], got {self.balance_best_of}")

@@ -1,13 +1,15 @@
 """Domain operations over the registry and the batchers: plan rows, build feeds, split requests into chunks.
 
-Rows depend only on (model version, seed, labels, row index): every chunk draws its noise with
-`synthserve.contract.draw_noise(seed, stream=j, start_row=<row index within the request>, ...)`, and class
-labels are laid out by docs/model_store.md's rule (exact counts by largest remainder, classes in index order).
+Rows depend only on (model version, seed, labels, row index, sampling options): every chunk draws its noise
+with `synthserve.contract.noise_feeds` at the rows' indices within the request (candidate indices under
+best-of-k, synthserve.contract.sampling), and class labels are laid out by docs/model_store.md's rule (exact
+counts by largest remainder, classes in index order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import secrets
@@ -21,7 +23,16 @@ from serving.batcher import Batcher
 from serving.config import BatcherConfig, LimitsConfig
 from serving.errors import InvalidArgument, NotSupported
 from serving.registry import LoadedModel, Registry
-from synthserve.contract import GraphSpec, draw_noise, largest_remainder
+from synthserve.contract import (
+    MAX_BEST_OF,
+    MAX_TEMPERATURE,
+    SCORING_STREAM_OFFSET,
+    GraphSpec,
+    SamplingOptions,
+    best_candidates,
+    largest_remainder,
+    noise_feeds,
+)
 
 __all__ = [
     "BalanceSpec",
@@ -30,6 +41,9 @@ __all__ = [
     "RowPlan",
     "Scores",
 ]
+
+
+PLAIN = SamplingOptions()  # temperature 1, best of 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class RowPlan:
     seed: int
     n_rows: int
     labels: LabelRuns | None  # None: unconditional model
+    sampling: SamplingOptions = PLAIN
 
 
 @dataclass(frozen=True)
@@ -74,14 +89,6 @@ class Scores:
     log_density: np.ndarray  # [n]
     class_log_density: np.ndarray  # [n, C]
     posteriors: np.ndarray  # [n, C]
-
-
-def _noise_feeds(spec: GraphSpec, seed: int, start_row: int, n_rows: int) -> dict[str, np.ndarray]:
-    feeds = {}
-    for stream, tensor in enumerate(spec.noise_inputs):
-        assert tensor.distribution is not None  # validated by the manifest parser
-        feeds[tensor.name] = draw_noise(seed, stream, start_row, n_rows, tensor.row_shape, tensor.distribution)
-    return feeds
 
 
 def _input_named(spec: GraphSpec, role: str) -> str | None:
@@ -124,6 +131,29 @@ class Engine:
         self._retiring.pop(batcher, None)
 
     # -- planning ----------------------------------------------------------------------------------------
+    @staticmethod
+    def sampling_options(
+        model: LoadedModel, temperature: float | None, best_of: int | None, default_best_of: int = 1
+    ) -> SamplingOptions:
+        """The request's options (absent fields: temperature 1, `default_best_of` where the model supports it),
+        or InvalidArgument / NotSupported naming the field and its limit."""
+        temperature = 1.0 if temperature is None else temperature
+        if not 0.0 < temperature <= MAX_TEMPERATURE:
+            raise InvalidArgument(f"sampling.temperature must be in (0, {MAX_TEMPERATURE}], got {temperature}")
+        can_select = model.manifest.schema.label is not None and any(
+            t.name == "posterior" for t in getattr(model.manifest.graphs.get("log_prob"), "outputs", ())
+        )
+        if best_of is None:
+            return SamplingOptions(temperature, default_best_of if can_select else 1)
+        if not 1 <= best_of <= MAX_BEST_OF:
+            raise InvalidArgument(f"sampling.best_of must be in [1, {MAX_BEST_OF}], got {best_of}")
+        if best_of > 1 and not can_select:
+            raise NotSupported(
+                f"sampling.best_of {best_of}: model {model.name!r} ({model.manifest.family}) has no class posterior "
+                "to choose by (needs a conditional model with a log_prob graph)"
+            )
+        return SamplingOptions(temperature, best_of)
+
     def plan_sample(
         self,
         model: LoadedModel,
@@ -134,22 +164,24 @@ class Engine:
         seed: int | None,
         max_rows: int,
         limit_name: str,
+        sampling: SamplingOptions = PLAIN,
     ) -> RowPlan:
         if n_rows <= 0:
             raise InvalidArgument(f"num_rows must be > 0, got {n_rows}")
-        if n_rows > max_rows:
-            raise InvalidArgument(f"num_rows {n_rows} exceeds {limit_name} = {max_rows}")
+        if n_rows * sampling.best_of > max_rows:
+            best_of = f" x sampling.best_of {sampling.best_of}" if sampling.best_of > 1 else ""
+            raise InvalidArgument(f"num_rows {n_rows}{best_of} exceeds {limit_name} = {max_rows}")
         if limit_name == "max_rows_per_request":
             self._check_message_size(model, n_rows)
         spec = model.manifest.schema.label
         if spec is None:
             if label is not None or proportions is not None:
                 raise InvalidArgument(f"label/proportions: model {model.name!r} is unconditional")
-            return RowPlan(model, _seed(seed), n_rows, None)
+            return RowPlan(model, _seed(seed), n_rows, None, sampling)
         n_classes = len(spec.classes)
         if label is not None:
             c = self.class_index(model, label, "label")
-            return RowPlan(model, _seed(seed), n_rows, LabelRuns((c,), (n_rows,)))
+            return RowPlan(model, _seed(seed), n_rows, LabelRuns((c,), (n_rows,)), sampling)
         weights = list(spec.priors)
         if proportions is not None:
             weights = [0.0] * n_classes
@@ -161,11 +193,12 @@ class Engine:
                 raise InvalidArgument("proportions.weights must have a positive sum")
             # Scaled to at most 1 (the same proportions), so n_rows * weight stays finite for weights near 1e308.
             weights = [w / max(weights) for w in weights]
-        return RowPlan(
-            model, _seed(seed), n_rows, LabelRuns(tuple(range(n_classes)), largest_remainder(n_rows, weights))
-        )
+        runs = LabelRuns(tuple(range(n_classes)), largest_remainder(n_rows, weights))
+        return RowPlan(model, _seed(seed), n_rows, runs, sampling)
 
-    def plan_balance(self, model: LoadedModel, spec: BalanceSpec, seed: int | None) -> RowPlan:
+    def plan_balance(
+        self, model: LoadedModel, spec: BalanceSpec, seed: int | None, sampling: SamplingOptions = PLAIN
+    ) -> RowPlan:
         label = model.manifest.schema.label
         if label is None:
             raise NotSupported(f"model {model.name!r} is unconditional; Balance needs a class-conditional model")
@@ -192,12 +225,13 @@ class Engine:
                 f"strategy must be MATCH_MAJORITY, TARGET_RATIO or EXPLICIT_COUNTS, got {spec.strategy}"
             )
         total = int(need.sum())
-        if total > self.limits.max_rows_per_stream:
+        if total * sampling.best_of > self.limits.max_rows_per_stream:
+            best_of = f" x sampling.best_of {sampling.best_of}" if sampling.best_of > 1 else ""
             raise InvalidArgument(
-                f"Balance needs {total} rows, beyond max_rows_per_stream = {self.limits.max_rows_per_stream}"
+                f"Balance needs {total} rows{best_of}, beyond max_rows_per_stream = {self.limits.max_rows_per_stream}"
             )
         runs = LabelRuns(tuple(range(len(need))), tuple(int(n) for n in need))
-        return RowPlan(model, _seed(seed), total, runs)
+        return RowPlan(model, _seed(seed), total, runs, sampling)
 
     @staticmethod
     def require(model: LoadedModel, graph: str) -> GraphSpec:
@@ -232,29 +266,58 @@ class Engine:
 
     # -- execution ---------------------------------------------------------------------------------------
     async def generate(
-        self, plan: RowPlan, start: int, stop: int, deadline: float | None
+        self,
+        plan: RowPlan,
+        start: int,
+        stop: int,
+        deadline: float | None,
+        held: Mapping[str, Batcher] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows [start, stop) of the plan: float32 `[n, D]` and class indices (None when unconditional)."""
+        """Rows [start, stop) of the plan: float32 `[n, D]` and class indices (None when unconditional).
+
+        Under best-of-k the sample graph computes candidate rows [start*k, stop*k) and the log_prob graph picks
+        one per row (synthserve.contract.sampling). `held`: batchers the caller (a stream) holds, by graph, used
+        even if a reload retired them."""
         model = plan.model
         spec = model.manifest.graphs["sample"]
         label_input = _input_named(spec, "label")
-        batcher = self._batcher(model, "sample")
+        k = plan.sampling.best_of
+        labels = plan.labels.slice(start, stop) if plan.labels is not None else None
+        candidate_labels = labels if labels is None or k == 1 else np.repeat(labels, k)
+        first = start * k
 
         def chunk_feeds(begin: int, end: int) -> dict[str, np.ndarray]:
-            feeds = _noise_feeds(spec, plan.seed, begin, end - begin)
-            if label_input is not None and plan.labels is not None:
-                feeds[label_input] = plan.labels.slice(begin, end)
+            feeds = noise_feeds(spec, plan.seed, begin, end - begin, plan.sampling.temperature)
+            if label_input is not None and candidate_labels is not None:
+                feeds[label_input] = candidate_labels[begin - first : end - first]
             return feeds
 
-        outputs = await self._submit_chunks(batcher, start, stop, chunk_feeds, deadline)
+        batcher = held["sample"] if held else self._batcher(model, "sample")
+        outputs = await self._submit_chunks(batcher, first, stop * k, chunk_feeds, deadline, held=bool(held))
         rows = outputs[0][0] if len(outputs) == 1 else np.concatenate([o[0] for o in outputs])
-        labels = plan.labels.slice(start, stop) if plan.labels is not None else None
+        if k > 1:
+            assert labels is not None  # sampling_options allows best_of > 1 only for conditional models
+            scored = await self._run_rows(
+                model,
+                "log_prob",
+                rows,
+                None,
+                plan.seed,
+                deadline,
+                start_row=first,
+                stream_offset=SCORING_STREAM_OFFSET,
+                held=held,
+            )
+            names = [t.name for t in model.manifest.graphs["log_prob"].outputs]
+            rows = rows[best_candidates(scored[names.index("posterior")], labels, k)]
         return rows, labels
 
     async def stream(
         self, plan: RowPlan, chunk_rows: int, deadline: float | None
     ) -> AsyncIterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        """(start_row, rows, labels) chunks in order, computing up to `stream_prefetch_chunks` ahead."""
+        """(start_row, rows, labels) chunks in order, computing up to `stream_prefetch_chunks` ahead.
+
+        The stream holds its version's batchers: a reload that retires the version mid-way lets it finish."""
         if chunk_rows < 0:
             raise InvalidArgument(f"chunk_rows must be >= 0, got {chunk_rows}")
         chunk_rows = min(chunk_rows or self.limits.default_chunk_rows, self._batcher_config.max_batch_rows)
@@ -262,15 +325,21 @@ class Engine:
         chunk_rows = max(1, min(chunk_rows, self.limits.max_message_bytes // row_bytes))
         pending: list[tuple[int, asyncio.Task[tuple[np.ndarray, np.ndarray | None]]]] = []
         next_start = 0
+        graphs = ("sample", "log_prob") if plan.sampling.best_of > 1 else ("sample",)
+        held = {graph: self._batcher(plan.model, graph) for graph in graphs}
         try:
-            while next_start < plan.n_rows or pending:
-                while next_start < plan.n_rows and len(pending) <= self.limits.stream_prefetch_chunks:
-                    stop = min(next_start + chunk_rows, plan.n_rows)
-                    pending.append((next_start, asyncio.ensure_future(self.generate(plan, next_start, stop, deadline))))
-                    next_start = stop
-                start, task = pending.pop(0)
-                rows, labels = await task
-                yield start, rows, labels
+            with contextlib.ExitStack() as holds:
+                for batcher in held.values():
+                    holds.enter_context(batcher.hold())
+                while next_start < plan.n_rows or pending:
+                    while next_start < plan.n_rows and len(pending) <= self.limits.stream_prefetch_chunks:
+                        stop = min(next_start + chunk_rows, plan.n_rows)
+                        work = self.generate(plan, next_start, stop, deadline, held=held)
+                        pending.append((next_start, asyncio.ensure_future(work)))
+                        next_start = stop
+                    start, task = pending.pop(0)
+                    rows, labels = await task
+                    yield start, rows, labels
         finally:
             for _, task in pending:
                 task.cancel()
@@ -299,23 +368,27 @@ class Engine:
         labels: np.ndarray | None,
         seed: int,
         deadline: float | None,
+        start_row: int = 0,
+        stream_offset: int = 0,
+        held: Mapping[str, Batcher] | None = None,
     ) -> list[np.ndarray]:
+        """Outputs of `graph` over `rows`; noise rows are numbered from `start_row` on streams `stream_offset + j`."""
         spec = model.manifest.graphs[graph]
         rows_input = _input_named(spec, "rows")
         label_input = _input_named(spec, "label")
         if label_input is not None and labels is None:
             raise InvalidArgument(f"rows.labels: {graph} of model {model.name!r} needs one class index per row")
-        batcher = self._batcher(model, graph)
+        batcher = held[graph] if held else self._batcher(model, graph)
 
         def chunk_feeds(begin: int, end: int) -> dict[str, np.ndarray]:
-            feeds = _noise_feeds(spec, seed, begin, end - begin)
+            feeds = noise_feeds(spec, seed, start_row + begin, end - begin, stream_offset=stream_offset)
             if rows_input is not None:
                 feeds[rows_input] = rows[begin:end]
             if label_input is not None and labels is not None:
                 feeds[label_input] = labels[begin:end]
             return feeds
 
-        outputs = await self._submit_chunks(batcher, 0, len(rows), chunk_feeds, deadline)
+        outputs = await self._submit_chunks(batcher, 0, len(rows), chunk_feeds, deadline, held=bool(held))
         if len(outputs) == 1:
             return outputs[0]
         return [np.concatenate([o[i] for o in outputs]) for i in range(len(outputs[0]))]
@@ -327,15 +400,16 @@ class Engine:
         stop: int,
         chunk_feeds: Callable[[int, int], dict[str, np.ndarray]],
         deadline: float | None,
+        held: bool = False,
     ) -> list[list[np.ndarray]]:
         """Rows [start, stop) as chunks of at most max_batch_rows, queued together, outputs in order."""
         step = self._batcher_config.max_batch_rows
         if stop - start <= step:  # the common small request: no gather, no extra task
-            return [await batcher.submit(stop - start, functools.partial(chunk_feeds, start, stop), deadline)]
+            return [await batcher.submit(stop - start, functools.partial(chunk_feeds, start, stop), deadline, held)]
         tasks = [
             asyncio.ensure_future(
                 batcher.submit(
-                    min(b + step, stop) - b, functools.partial(chunk_feeds, b, min(b + step, stop)), deadline
+                    min(b + step, stop) - b, functools.partial(chunk_feeds, b, min(b + step, stop)), deadline, held
                 )
             )
             for b in range(start, stop, step)

@@ -110,6 +110,8 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         ("grpc.max_send_message_length", config.limits.max_message_bytes),
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
+        ("grpc.server.max_pending_requests", config.max_pending_rpcs),
+        ("grpc.server.max_pending_requests_hard_limit", config.max_pending_rpcs),
     ]
     if config.max_connection_age_s is not None:
         options.append(("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)))
@@ -121,8 +123,10 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
     interceptors: list[grpc.aio.ServerInterceptor] = [metrics_interceptor]
     if config.auth_tokens:
         interceptors.append(BearerTokenInterceptor(config.auth_tokens, guard_probes=not config.auth_open_probes))
-    server = grpc.aio.server(interceptors=interceptors, options=options)
-    pb_grpc.add_SynthesizerServicer_to_server(SynthesizerService(engine), server)
+    server = grpc.aio.server(
+        interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs
+    )
+    pb_grpc.add_SynthesizerServicer_to_server(SynthesizerService(engine, config.balance_best_of), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

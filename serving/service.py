@@ -16,6 +16,7 @@ from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
 from serving.tables import decode_labels, decode_table, encode_table
+from synthserve.contract import SamplingOptions
 
 _StreamMessage = TypeVar("_StreamMessage", pb.SampleStreamResponse, pb.BalanceResponse)
 
@@ -104,9 +105,22 @@ def _condition(request: pb.SampleRequest | pb.SampleStreamRequest) -> tuple[str 
     return None, None
 
 
+def _echo(options: SamplingOptions) -> pb.SamplingOptions:
+    return pb.SamplingOptions(temperature=options.temperature, best_of=options.best_of)
+
+
 class SynthesizerService(pb_grpc.SynthesizerServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, balance_best_of: int = 1) -> None:
         self._engine = engine
+        self._balance_best_of = balance_best_of  # Balance's best_of when the request leaves it out
+
+    def _sampling(self, model: LoadedModel, options: pb.SamplingOptions, default_best_of: int = 1) -> SamplingOptions:
+        return self._engine.sampling_options(
+            model,
+            options.temperature if options.HasField("temperature") else None,
+            options.best_of if options.HasField("best_of") else None,
+            default_best_of,
+        )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -136,6 +150,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             seed=request.seed if request.HasField("seed") else None,
             max_rows=limits.max_rows_per_stream if stream else limits.max_rows_per_request,
             limit_name="max_rows_per_stream" if stream else "max_rows_per_request",
+            sampling=self._sampling(model, request.sampling),
         )
         return model, plan
 
@@ -149,9 +164,10 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
     ) -> AsyncIterator[_StreamMessage]:
         """The plan's rows as labelled chunks of SampleStream or Balance, counted as generated."""
         generated = metrics.ROWS_GENERATED.labels(model.name)
+        sampling = _echo(plan.sampling)
         async for start, rows, labels in self._engine.stream(plan, chunk_rows, _deadline(context)):
             generated.inc(len(rows))
-            message = message_type(version=model.version, seed=plan.seed, start_row=start)
+            message = message_type(version=model.version, seed=plan.seed, start_row=start, sampling=sampling)
             encode_table(model.manifest.schema, rows, labels, out=message.rows)
             yield message
 
@@ -159,7 +175,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         model, plan = self._plan_sample(request, stream=False)
         rows, labels = await self._engine.generate(plan, 0, plan.n_rows, _deadline(context))
         metrics.ROWS_GENERATED.labels(model.name).inc(plan.n_rows)
-        response = pb.SampleResponse(version=model.version, seed=plan.seed)
+        response = pb.SampleResponse(version=model.version, seed=plan.seed, sampling=_echo(plan.sampling))
         encode_table(model.manifest.schema, rows, labels, out=response.rows)
         return response
 
@@ -183,9 +199,12 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             target_ratio=request.target_ratio,
             explicit_counts=dict(request.explicit_counts),
         )
-        plan = self._engine.plan_balance(model, spec, request.seed if request.HasField("seed") else None)
+        sampling = self._sampling(model, request.sampling, self._balance_best_of)
+        plan = self._engine.plan_balance(model, spec, request.seed if request.HasField("seed") else None, sampling)
         if plan.n_rows == 0:
-            yield pb.BalanceResponse(version=model.version, seed=plan.seed, start_row=0, rows=pb.Table(num_rows=0))
+            yield pb.BalanceResponse(
+                version=model.version, seed=plan.seed, start_row=0, rows=pb.Table(num_rows=0), sampling=_echo(sampling)
+            )
             return
         async for message in self._stream_rows(model, plan, request.chunk_rows, context, pb.BalanceResponse):
             yield message

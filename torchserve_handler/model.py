@@ -1,9 +1,9 @@
 """One exported model version run with ONNX Runtime under synthserve's seed semantics.
 
 Rows depend only on (model version, seed, class labels, row index within the request), as in the gRPC
-server: noise input `j` of a graph (manifest order) draws `draw_noise(seed, stream=j, start_row=0..n-1)`, and
-labels follow docs/model_store.md (one label for every row, or exact counts by largest remainder with the
-rows ordered by class index; no condition means the training priors).
+server: noise input `j` of a graph (manifest order) draws `draw_noise(seed, stream=j, start_row=0..n-1)`
+(`synthserve.contract.noise_feeds`), and labels follow docs/model_store.md (one label for every row, or exact
+counts by largest remainder with the rows ordered by class index; no condition means the training priors).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from synthserve.contract import (
     GraphSpec,
     Manifest,
     ManifestError,
-    draw_noise,
     largest_remainder,
     load_manifest,
+    noise_feeds,
     sha256_file,
 )
 from torchserve_handler.errors import ArtifactError, InvalidRequest
@@ -55,14 +55,6 @@ class Scores:
     log_density: np.ndarray  # [n] log p(x)
     class_log_density: np.ndarray  # [n, C] log p(x|c)
     posterior: np.ndarray  # [n, C] p(c|x)
-
-
-def _noise_feeds(spec: GraphSpec, seed: int, n_rows: int) -> dict[str, np.ndarray]:
-    feeds = {}
-    for stream, tensor in enumerate(spec.noise_inputs):
-        assert tensor.distribution is not None  # the manifest parser requires it for noise
-        feeds[tensor.name] = draw_noise(seed, stream, 0, n_rows, tensor.row_shape, tensor.distribution)
-    return feeds
 
 
 def _input_named(spec: GraphSpec, role: str) -> str | None:
@@ -140,7 +132,7 @@ class ExportedModel:
     def sample(self, n_rows: int, seed: int, labels: np.ndarray | None) -> np.ndarray:
         """Rows 0..n_rows-1 of the request under `seed`: float32 [n, D] in graph units and codes."""
         spec = self.manifest.graphs["sample"]
-        feeds = _noise_feeds(spec, seed, n_rows)
+        feeds = noise_feeds(spec, seed, 0, n_rows)
         label_input = _input_named(spec, "label")
         if label_input is not None:
             assert labels is not None, "plan_labels gives labels for every conditional model"
@@ -156,7 +148,7 @@ class ExportedModel:
                 f"rows: model {self.name!r} ({self.manifest.family}) has no density "
                 f"(capabilities: {list(self.manifest.capabilities)})"
             )
-        feeds = _noise_feeds(spec, seed, len(rows))
+        feeds = noise_feeds(spec, seed, 0, len(rows))
         rows_input = _input_named(spec, "rows")
         assert rows_input is not None, "a log_prob graph takes rows"
         feeds[rows_input] = rows

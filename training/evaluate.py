@@ -148,8 +148,7 @@ def _correlation(x: np.ndarray) -> np.ndarray:
     return corr
 
 
-def _plot_correlation_difference(real: np.ndarray, synthetic: np.ndarray, schema: Schema, path: Path) -> float:
-    diff = np.abs(_correlation(real) - _correlation(synthetic))
+def _plot_correlation_difference(diff: np.ndarray, schema: Schema, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4))
     image = ax.imshow(diff, vmin=0, vmax=1, cmap="magma")
     ax.set_title("|corr(real) - corr(synthetic)|", fontsize=8)
@@ -161,7 +160,6 @@ def _plot_correlation_difference(real: np.ndarray, synthetic: np.ndarray, schema
     fig.tight_layout()
     fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
-    return float(diff[np.triu_indices(schema.width, 1)].mean()) if schema.width > 1 else 0.0
 
 
 def _plot_image_grid(model: ExportedModel, schema: Schema, path: Path, per_class: int = 8) -> None:
@@ -189,8 +187,10 @@ def evaluate_version(
     heldout_rows: np.ndarray,
     heldout_labels: np.ndarray,
     history: dict[str, list[float]] | None,
+    plots: bool = True,
 ) -> Evaluation:
-    """Write report.json and plots into the version directory; return metrics and calibration."""
+    """Write report.json (and the plots, unless `plots` is False) into the version directory; return metrics and
+    calibration."""
     schema = model.manifest.schema
     directory = model.directory
     synthetic = model.sample(heldout_labels, seed=EVALUATION_SEED)
@@ -212,15 +212,19 @@ def evaluate_version(
         metrics["heldout_nll"] = float(-log_prob.astype(np.float64).mean())
         if schema.label is not None:
             metrics["generative_accuracy"] = float((posterior.argmax(1) == heldout_labels).mean())
-    files = ["marginals.png", "correlation_difference.png"]
-    _plot_marginals(heldout_rows, synthetic, schema, directory / "marginals.png")
-    metrics["mean_correlation_difference"] = _plot_correlation_difference(
-        heldout_rows, synthetic, schema, directory / "correlation_difference.png"
+    diff = np.abs(_correlation(heldout_rows) - _correlation(synthetic))
+    metrics["mean_correlation_difference"] = (
+        float(diff[np.triu_indices(schema.width, 1)].mean()) if schema.width > 1 else 0.0
     )
-    if history:
+    files: list[str] = []
+    if plots:
+        files += ["marginals.png", "correlation_difference.png"]
+        _plot_marginals(heldout_rows, synthetic, schema, directory / "marginals.png")
+        _plot_correlation_difference(diff, schema, directory / "correlation_difference.png")
+    if plots and history:
         _plot_losses(history, directory / "loss_curves.png")
         files.append("loss_curves.png")
-    if schema.image_shape is not None and len(schema.image_shape) == 2:
+    if plots and schema.image_shape is not None and len(schema.image_shape) == 2:
         _plot_image_grid(model, schema, directory / "samples.png")
         files.append("samples.png")
     report = {"metrics": metrics, "columns": distances, "history": history or {}}

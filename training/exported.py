@@ -1,4 +1,4 @@
-"""Run an exported version through ONNX Runtime exactly as the server does (noise from `draw_noise`).
+"""Run an exported version through ONNX Runtime exactly as the server does (noise from `noise_feeds`).
 
 Used for calibration, evaluation, tests and benchmarks, so every figure is measured on the shipped graphs.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from synthserve.contract import GraphSpec, Manifest, draw_noise, load_manifest
+from synthserve.contract import GraphSpec, Manifest, load_manifest, noise_feeds
 
 __all__ = ["CHUNK_ROWS", "ExportedModel", "feeds_for"]
 
@@ -27,14 +27,9 @@ def feeds_for(
     label: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Inputs of one graph run: noise input j from stream j at the rows' request indices."""
-    feeds: dict[str, np.ndarray] = {}
-    stream = 0
+    feeds = noise_feeds(spec, seed, start_row, n_rows)
     for tensor in spec.inputs:
-        if tensor.role == "noise":
-            assert tensor.distribution is not None
-            feeds[tensor.name] = draw_noise(seed, stream, start_row, n_rows, tensor.row_shape, tensor.distribution)
-            stream += 1
-        elif tensor.role == "rows":
+        if tensor.role == "rows":
             if rows is None:
                 raise ValueError(f"graph input {tensor.name!r} needs rows")
             feeds[tensor.name] = np.ascontiguousarray(rows, dtype=np.float32)

@@ -76,6 +76,8 @@ class TrainRequest:
     device: str = "cpu"
     impute: bool = False
     progress: bool = True
+    onnx_exporter: str = "dynamo"  # training.export.ONNX_EXPORTERS
+    plots: bool = True  # the report's PNG plots (report.json is always written)
     family_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of the family's defaults
     train_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of TrainConfig fields
 
@@ -190,7 +192,7 @@ def _export_and_publish(
     staging: Path,
 ) -> Path:
     started = time.perf_counter()
-    parity = export_graphs(model, prepared.schema, staging, seed=request.seed)
+    parity = export_graphs(model, prepared.schema, staging, seed=request.seed, exporter=request.onnx_exporter)
     export_seconds = time.perf_counter() - started
     torch.save(_checkpoint(model, transform, request, family_config), staging / CHECKPOINT_FILE)
     training = {
@@ -231,15 +233,17 @@ def _export_and_publish(
         training=training,
     )
     (staging / MANIFEST_FILE).write_text(manifest.to_json())
-    manifest = _evaluated(manifest, staging, prepared, result.history)
+    manifest = _evaluated(manifest, staging, prepared, result.history, request.plots)
     return publish(staging, manifest)
 
 
 def _evaluated(
-    manifest: Manifest, directory: Path, prepared: _Prepared, history: dict[str, list[float]] | None
+    manifest: Manifest, directory: Path, prepared: _Prepared, history: dict[str, list[float]] | None, plots: bool
 ) -> Manifest:
     heldout = prepared.split.heldout
-    evaluation = evaluate_version(ExportedModel(directory), prepared.rows[heldout], prepared.labels[heldout], history)
+    evaluation = evaluate_version(
+        ExportedModel(directory), prepared.rows[heldout], prepared.labels[heldout], history, plots=plots
+    )
     return dataclasses.replace(
         manifest, metrics={**manifest.metrics, **evaluation.metrics}, calibration=evaluation.calibration
     )
@@ -259,7 +263,7 @@ def evaluate_published(model_store: Path, name: str, version: int | None = None)
     prepared = _prepare(training["data"], training.get("label"), bool(training.get("impute")), int(training["seed"]))
     report = directory / "report.json"
     history = json.loads(report.read_text()).get("history") if report.exists() else None
-    manifest = _evaluated(manifest, directory, prepared, history)
+    manifest = _evaluated(manifest, directory, prepared, history, plots=True)
     manifest = dataclasses.replace(manifest, files=_listed_files(directory))
     temporary = directory / f".{MANIFEST_FILE}.tmp"
     temporary.write_text(manifest.to_json())

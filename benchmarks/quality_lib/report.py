@@ -45,11 +45,13 @@ FAMILY_COLUMNS = (
     "anomaly_train_epochs",
     "eval_cpu_s",
 )
-METHOD_ORDER = ("none", "ros", "smote", "iforest", "knn", "flow", "flow+filter", "vae", "vae+filter", "gan")
+METHOD_ORDER = ("none", "ros", "smote", "iforest", "knn", "flow", "vae", "gan")
 
 
 def _method_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+    """Baselines, then each family followed by its sampling variants (`flow(T=0.8,k=3)` after `flow`)."""
+    family = method.split("(")[0]
+    return (METHOD_ORDER.index(family) if family in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def per_dataset(records: pd.DataFrame) -> pd.DataFrame:

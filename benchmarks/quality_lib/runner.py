@@ -31,13 +31,12 @@ from benchmarks.quality_lib.generator import (
     write_training_csv,
 )
 from benchmarks.quality_lib.metrics import anomaly_auroc, c2st_auc, dcr_ratio, utility_scores
+from synthserve.contract import SamplingOptions
 
-__all__ = ["RECORD_FIELDS", "FoldTask", "RunConfig", "run_fold", "run_tasks"]
+__all__ = ["RECORD_FIELDS", "FoldTask", "RunConfig", "run_fold", "run_tasks", "sampling_method"]
 
 # random_state of the resampling baselines, like every other random_state the protocol fixes.
 BASELINE_SEED = 0
-# Candidates per kept row for the posterior-filter experiment.
-FILTER_OVERSAMPLING = 3
 RECORD_FIELDS = ("dataset", "fold", "method", "classifier", "metric", "value", "note")
 Record = dict[str, Any]
 
@@ -49,6 +48,9 @@ class RunConfig:
     split: str
     families: tuple[TrainConfig, ...]
     anomaly: bool = True  # also train each density family on majority rows and score the test fold
+    # Server-side sampling options (temperature, best-of-k) under which oversampling utility is measured; each
+    # is its own method, named by `sampling_method`. Plain sampling (T = 1, k = 1) is the family's name.
+    sampling: tuple[SamplingOptions, ...] = (SamplingOptions(),)
 
 
 @dataclass(frozen=True)
@@ -91,29 +93,28 @@ def _cost_records(fold: Fold, method: str, prefix: str, trained: TrainResult, me
     return records
 
 
-def _posterior_filtered(model: OnnxModel, n_rows: int, seed: int) -> np.ndarray:
-    """`n_rows` minority samples, drawn `FILTER_OVERSAMPLING` times over, that the model itself finds most
-    minority-like (highest posterior p(minority | x)); the draws' first `n_rows` are the unfiltered rows."""
-    candidates = model.sample(FILTER_OVERSAMPLING * n_rows, seed=seed, label=MINORITY)
-    posterior = model.posterior(candidates, MINORITY)
-    return candidates[np.argsort(-posterior, kind="stable")[:n_rows]]
+def sampling_method(family: str, options: SamplingOptions) -> str:
+    if options == SamplingOptions():
+        return family
+    return f"{family}(T={options.temperature:g},k={options.best_of})"
 
 
-def _family_records(fold: Fold, family: TrainConfig, std: Standardizer, anomaly: bool, work: Path) -> list[Record]:
+def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Standardizer, work: Path) -> list[Record]:
     x_train, x_test = std(fold.x_train), std(fold.x_test)
     csv = work / f"{family.family}-train.csv"
     write_training_csv(csv, fold.x_train, fold.y_train, fold.integer_columns)
     trained = train_model(csv, f"{family.family}-cond", work / "store", family, conditional=True)
     model = OnnxModel(trained.version_dir)
     records = _cost_records(fold, family.family, "train", trained, model.manifest.metrics)
-    # Oversampling: new minority rows until the classes are balanced, straight from sample.onnx.
+    # Oversampling: new minority rows until the classes are balanced, from sample.onnx (and, for best-of-k,
+    # log_prob.onnx) under each sampling option, exactly as the server draws them.
     n_new = fold.n_majority - fold.n_minority
-    added = std(model.sample(n_new, seed=family.seed + fold.index, label=MINORITY))
-    records += _utility_records(fold, family.family, x_train, added, x_test)
-    if "log_prob" in model.manifest.capabilities and model.has_output("log_prob", "posterior"):
-        # Experiment, not a synthserve result: the rows a server-side filter on p(minority | x) would return.
-        kept = _posterior_filtered(model, n_new, family.seed + fold.index)
-        records += _utility_records(fold, f"{family.family}+filter", x_train, std(kept), x_test)
+    scorable = model.has_output("log_prob", "posterior")
+    for options in config.sampling:
+        if options.best_of > 1 and not scorable:
+            continue  # no posterior to choose by (GAN): plain sampling is measured under the family's name
+        added = std(model.sample(n_new, seed=family.seed + fold.index, label=MINORITY, options=options))
+        records += _utility_records(fold, sampling_method(family.family, options), x_train, added, x_test)
     # Fidelity and privacy on a sample with the training fold's class counts (a fresh seed: other noise).
     seed = family.seed + 1000 + fold.index
     synthetic = np.vstack(
@@ -126,7 +127,7 @@ def _family_records(fold: Fold, family: TrainConfig, std: Standardizer, anomaly:
     real = np.column_stack([x_train, fold.y_train])
     records.append(_record(fold, family.family, "c2st_auc", c2st_auc(np.column_stack([synthetic, labels]), real)))
     records.append(_record(fold, family.family, "dcr_ratio", dcr_ratio(synthetic, x_train, x_test)))
-    if anomaly and "log_prob" in model.manifest.capabilities:
+    if config.anomaly and "log_prob" in model.manifest.capabilities:
         normal = fold.y_train == 0
         csv = work / f"{family.family}-majority.csv"
         write_training_csv(csv, fold.x_train[normal], None, fold.integer_columns)
@@ -157,7 +158,7 @@ def run_fold(task: FoldTask) -> list[Record]:
             with tempfile.TemporaryDirectory(prefix=f"quality-{family.family}-") as work:
                 try:
                     cpu_start = time.process_time()  # this process only: the `synthserve train` children are apart
-                    records += _family_records(fold, family, std, task.config.anomaly, Path(work))
+                    records += _family_records(fold, family, task.config, std, Path(work))
                     records.append(_record(fold, family.family, "eval_cpu_s", time.process_time() - cpu_start))
                 except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
                     # RuntimeError: a failed `synthserve train` (TrainingFailed) or ONNX Runtime refusing a graph.

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsynthserve/v1/synthesizer.proto\x12\rsynthserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"T\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\nvalue_type\x18\x02 \x01(\x0e\x32\x18.synthserve.v1.ValueType\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"Q\n\x05Table\x12\x10\n\x08num_rows\x18\x01 \x01(\x03\x12&\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x15.synthserve.v1.Column\x12\x0e\n\x06labels\x18\x03 \x01(\x0c\"\xb2\x01\n\nColumnSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.synthserve.v1.ColumnKind\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12*\n\ncategories\x18\x04 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x03min\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x06 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"a\n\tLabelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\'\n\x07\x63lasses\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06priors\x18\x04 \x03(\x01\"r\n\x06Schema\x12*\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x19.synthserve.v1.ColumnSpec\x12\'\n\x05label\x18\x02 \x01(\x0b\x32\x18.synthserve.v1.LabelSpec\x12\x13\n\x0bimage_shape\x18\x03 \x03(\x05\"K\n\x0b\x43\x61libration\x12\x0b\n\x03\x66pr\x18\x01 \x03(\x01\x12\x1a\n\x12log_prob_quantiles\x18\x02 \x03(\x01\x12\x13\n\x0bnum_heldout\x18\x03 \x01(\x03\"\x8c\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x10\n\x08versions\x18\x03 \x03(\x05\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12%\n\x06schema\x18\x05 \x01(\x0b\x32\x15.synthserve.v1.Schema\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12/\n\x0b\x63\x61libration\x18\x07 \x01(\x0b\x32\x1a.synthserve.v1.Calibration\x12(\n\x07metrics\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ncreated_at\x18\t \x01(\t\x12\x12\n\nlatent_dim\x18\n \x01(\x05\"\x81\x01\n\x10\x43lassProportions\x12=\n\x07weights\x18\x01 \x03(\x0b\x32,.synthserve.v1.ClassProportions.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.synthserve.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\";\n\x10GetModelResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.synthserve.v1.ModelInfo\"\xb3\x01\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x10\n\x08num_rows\x18\x03 \x01(\x03\x12\x0f\n\x05label\x18\x04 \x01(\tH\x00\x12\x36\n\x0bproportions\x18\x05 \x01(\x0b\x32\x1f.synthserve.v1.ClassProportionsH\x00\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x01\x88\x01\x01\x42\x0b\n\tconditionB\x07\n\x05_seed\"S\n\x0eSampleResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\"\n\x04rows\x18\x03 \x01(\x0b\x32\x14.synthserve.v1.Table\"\xcd\x01\n\x13SampleStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x10\n\x08num_rows\x18\x03 \x01(\x03\x12\x0f\n\x05label\x18\x04 \x01(\tH\x00\x12\x36\n\x0bproportions\x18\x05 \x01(\x0b\x32\x1f.synthserve.v1.ClassProportionsH\x00\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x01\x88\x01\x01\x12\x12\n\nchunk_rows\x18\x07 \x01(\x03\x42\x0b\n\tconditionB\x07\n\x05_seed\"l\n\x14SampleStreamResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x11\n\tstart_row\x18\x03 \x01(\x03\x12\"\n\x04rows\x18\x04 \x01(\x0b\x32\x14.synthserve.v1.Table\"\xa5\x03\n\x0e\x42\x61lanceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x44\n\x0c\x63lass_counts\x18\x03 \x03(\x0b\x32..synthserve.v1.BalanceRequest.ClassCountsEntry\x12\x30\n\x08strategy\x18\x04 \x01(\x0e\x32\x1e.synthserve.v1.BalanceStrategy\x12\x14\n\x0ctarget_ratio\x18\x05 \x01(\x01\x12J\n\x0f\x65xplicit_counts\x18\x06 \x03(\x0b\x32\x31.synthserve.v1.BalanceRequest.ExplicitCountsEntry\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nchunk_rows\x18\x08 \x01(\x03\x1a\x32\n\x10\x43lassCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13\x45xplicitCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x07\n\x05_seed\"g\n\x0f\x42\x61lanceResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x11\n\tstart_row\x18\x03 \x01(\x03\x12\"\n\x04rows\x18\x04 \x01(\x0b\x32\x14.synthserve.v1.Table\"\xce\x01\n\x13ScoreDensityRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\"\n\x04rows\x18\x03 \x01(\x0b\x32\x14.synthserve.v1.Table\x12!\n\x19include_class_log_density\x18\x04 \x01(\x08\x12\x1a\n\x12include_posteriors\x18\x05 \x01(\x08\x12\x10\n\x03\x66pr\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x01\x88\x01\x01\x42\x06\n\x04_fprB\x07\n\x05_seed\"\xb9\x01\n\x14ScoreDensityResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x10\n\x08num_rows\x18\x02 \x01(\x03\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x05\x12\x13\n\x0blog_density\x18\x04 \x01(\x0c\x12\x19\n\x11\x63lass_log_density\x18\x05 \x01(\x0c\x12\x12\n\nposteriors\x18\x06 \x01(\x0c\x12\x12\n\nis_anomaly\x18\x07 \x01(\x0c\x12\x11\n\tthreshold\x18\x08 \x01(\x01\"o\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\"\n\x04rows\x18\x03 \x01(\x0b\x32\x14.synthserve.v1.Table\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"W\n\x0e\x45ncodeResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x10\n\x08num_rows\x18\x02 \x01(\x03\x12\x12\n\nlatent_dim\x18\x03 \x01(\x05\x12\x0e\n\x06latent\x18\x04 \x01(\x0c*\x83\x01\n\tValueType\x12\x1a\n\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12VALUE_TYPE_FLOAT32\x10\x01\x12\x16\n\x12VALUE_TYPE_FLOAT64\x10\x02\x12\x14\n\x10VALUE_TYPE_INT32\x10\x03\x12\x14\n\x10VALUE_TYPE_INT64\x10\x04*{\n\nColumnKind\x12\x1b\n\x17\x43OLUMN_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OLUMN_KIND_CONTINUOUS\x10\x01\x12\x17\n\x13\x43OLUMN_KIND_INTEGER\x10\x02\x12\x1b\n\x17\x43OLUMN_KIND_CATEGORICAL\x10\x03*\xa1\x01\n\x0f\x42\x61lanceStrategy\x12 \n\x1c\x42\x41LANCE_STRATEGY_UNSPECIFIED\x10\x00\x12#\n\x1f\x42\x41LANCE_STRATEGY_MATCH_MAJORITY\x10\x01\x12!\n\x1d\x42\x41LANCE_STRATEGY_TARGET_RATIO\x10\x02\x12$\n BALANCE_STRATEGY_EXPLICIT_COUNTS\x10\x03\x32\xbb\x04\n\x0bSynthesizer\x12Q\n\nListModels\x12 .synthserve.v1.ListModelsRequest\x1a!.synthserve.v1.ListModelsResponse\x12K\n\x08GetModel\x12\x1e.synthserve.v1.GetModelRequest\x1a\x1f.synthserve.v1.GetModelResponse\x12\x45\n\x06Sample\x12\x1c.synthserve.v1.SampleRequest\x1a\x1d.synthserve.v1.SampleResponse\x12Y\n\x0cSampleStream\x12\".synthserve.v1.SampleStreamRequest\x1a#.synthserve.v1.SampleStreamResponse0\x01\x12J\n\x07\x42\x61lance\x12\x1d.synthserve.v1.BalanceRequest\x1a\x1e.synthserve.v1.BalanceResponse0\x01\x12W\n\x0cScoreDensity\x12\".synthserve.v1.ScoreDensityRequest\x1a#.synthserve.v1.ScoreDensityResponse\x12\x45\n\x06\x45ncode\x12\x1c.synthserve.v1.EncodeRequest\x1a\x1d.synthserve.v1.EncodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fsynthserve/v1/synthesizer.proto\x12\rsynthserve.v1\x1a\x1cgoogle/protobuf/struct.proto\"T\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\nvalue_type\x18\x02 \x01(\x0e\x32\x18.synthserve.v1.ValueType\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"Q\n\x05Table\x12\x10\n\x08num_rows\x18\x01 \x01(\x03\x12&\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x15.synthserve.v1.Column\x12\x0e\n\x06labels\x18\x03 \x01(\x0c\"\xb2\x01\n\nColumnSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.synthserve.v1.ColumnKind\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12*\n\ncategories\x18\x04 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x10\n\x03min\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x06 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"a\n\tLabelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\'\n\x07\x63lasses\x18\x03 \x03(\x0b\x32\x16.google.protobuf.Value\x12\x0e\n\x06priors\x18\x04 \x03(\x01\"r\n\x06Schema\x12*\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x19.synthserve.v1.ColumnSpec\x12\'\n\x05label\x18\x02 \x01(\x0b\x32\x18.synthserve.v1.LabelSpec\x12\x13\n\x0bimage_shape\x18\x03 \x03(\x05\"K\n\x0b\x43\x61libration\x12\x0b\n\x03\x66pr\x18\x01 \x03(\x01\x12\x1a\n\x12log_prob_quantiles\x18\x02 \x03(\x01\x12\x13\n\x0bnum_heldout\x18\x03 \x01(\x03\"\x8c\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x10\n\x08versions\x18\x03 \x03(\x05\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12%\n\x06schema\x18\x05 \x01(\x0b\x32\x15.synthserve.v1.Schema\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12/\n\x0b\x63\x61libration\x18\x07 \x01(\x0b\x32\x1a.synthserve.v1.Calibration\x12(\n\x07metrics\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ncreated_at\x18\t \x01(\t\x12\x12\n\nlatent_dim\x18\n \x01(\x05\"\x81\x01\n\x10\x43lassProportions\x12=\n\x07weights\x18\x01 \x03(\x0b\x32,.synthserve.v1.ClassProportions.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"]\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07\x62\x65st_of\x18\x02 \x01(\rH\x01\x88\x01\x01\x42\x0e\n\x0c_temperatureB\n\n\x08_best_of\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.synthserve.v1.ModelInfo\"1\n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\";\n\x10GetModelResponse\x12\'\n\x05model\x18\x01 \x01(\x0b\x32\x18.synthserve.v1.ModelInfo\"\xe5\x01\n\rSampleRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x10\n\x08num_rows\x18\x03 \x01(\x03\x12\x0f\n\x05label\x18\x04 \x01(\tH\x00\x12\x36\n\x0bproportions\x18\x05 \x01(\x0b\x32\x1f.synthserve.v1.ClassProportionsH\x00\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x01\x88\x01\x01\x12\x30\n\x08sampling\x18\x07 \x01(\x0b\x32\x1e.synthserve.v1.SamplingOptionsB\x0b\n\tconditionB\x07\n\x05_seed\"\x85\x01\n\x0eSampleResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\"\n\x04rows\x18\x03 \x01(\x0b\x32\x14.synthserve.v1.Table\x12\x30\n\x08sampling\x18\x04 \x01(\x0b\x32\x1e.synthserve.v1.SamplingOptions\"\xff\x01\n\x13SampleStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x10\n\x08num_rows\x18\x03 \x01(\x03\x12\x0f\n\x05label\x18\x04 \x01(\tH\x00\x12\x36\n\x0bproportions\x18\x05 \x01(\x0b\x32\x1f.synthserve.v1.ClassProportionsH\x00\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x01\x88\x01\x01\x12\x12\n\nchunk_rows\x18\x07 \x01(\x03\x12\x30\n\x08sampling\x18\x08 \x01(\x0b\x32\x1e.synthserve.v1.SamplingOptionsB\x0b\n\tconditionB\x07\n\x05_seed\"\x9e\x01\n\x14SampleStreamResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x11\n\tstart_row\x18\x03 \x01(\x03\x12\"\n\x04rows\x18\x04 \x01(\x0b\x32\x14.synthserve.v1.Table\x12\x30\n\x08sampling\x18\x05 \x01(\x0b\x32\x1e.synthserve.v1.SamplingOptions\"\xd7\x03\n\x0e\x42\x61lanceRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x44\n\x0c\x63lass_counts\x18\x03 \x03(\x0b\x32..synthserve.v1.BalanceRequest.ClassCountsEntry\x12\x30\n\x08strategy\x18\x04 \x01(\x0e\x32\x1e.synthserve.v1.BalanceStrategy\x12\x14\n\x0ctarget_ratio\x18\x05 \x01(\x01\x12J\n\x0f\x65xplicit_counts\x18\x06 \x03(\x0b\x32\x31.synthserve.v1.BalanceRequest.ExplicitCountsEntry\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x12\n\nchunk_rows\x18\x08 \x01(\x03\x12\x30\n\x08sampling\x18\t \x01(\x0b\x32\x1e.synthserve.v1.SamplingOptions\x1a\x32\n\x10\x43lassCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13\x45xplicitCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x07\n\x05_seed\"\x99\x01\n\x0f\x42\x61lanceResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x11\n\tstart_row\x18\x03 \x01(\x03\x12\"\n\x04rows\x18\x04 \x01(\x0b\x32\x14.synthserve.v1.Table\x12\x30\n\x08sampling\x18\x05 \x01(\x0b\x32\x1e.synthserve.v1.SamplingOptions\"\xce\x01\n\x13ScoreDensityRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\"\n\x04rows\x18\x03 \x01(\x0b\x32\x14.synthserve.v1.Table\x12!\n\x19include_class_log_density\x18\x04 \x01(\x08\x12\x1a\n\x12include_posteriors\x18\x05 \x01(\x08\x12\x10\n\x03\x66pr\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x01\x88\x01\x01\x42\x06\n\x04_fprB\x07\n\x05_seed\"\xb9\x01\n\x14ScoreDensityResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x10\n\x08num_rows\x18\x02 \x01(\x03\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x05\x12\x13\n\x0blog_density\x18\x04 \x01(\x0c\x12\x19\n\x11\x63lass_log_density\x18\x05 \x01(\x0c\x12\x12\n\nposteriors\x18\x06 \x01(\x0c\x12\x12\n\nis_anomaly\x18\x07 \x01(\x0c\x12\x11\n\tthreshold\x18\x08 \x01(\x01\"o\n\rEncodeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\"\n\x04rows\x18\x03 \x01(\x0b\x32\x14.synthserve.v1.Table\x12\x11\n\x04seed\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"W\n\x0e\x45ncodeResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x10\n\x08num_rows\x18\x02 \x01(\x03\x12\x12\n\nlatent_dim\x18\x03 \x01(\x05\x12\x0e\n\x06latent\x18\x04 \x01(\x0c*\x83\x01\n\tValueType\x12\x1a\n\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12VALUE_TYPE_FLOAT32\x10\x01\x12\x16\n\x12VALUE_TYPE_FLOAT64\x10\x02\x12\x14\n\x10VALUE_TYPE_INT32\x10\x03\x12\x14\n\x10VALUE_TYPE_INT64\x10\x04*{\n\nColumnKind\x12\x1b\n\x17\x43OLUMN_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OLUMN_KIND_CONTINUOUS\x10\x01\x12\x17\n\x13\x43OLUMN_KIND_INTEGER\x10\x02\x12\x1b\n\x17\x43OLUMN_KIND_CATEGORICAL\x10\x03*\xa1\x01\n\x0f\x42\x61lanceStrategy\x12 \n\x1c\x42\x41LANCE_STRATEGY_UNSPECIFIED\x10\x00\x12#\n\x1f\x42\x41LANCE_STRATEGY_MATCH_MAJORITY\x10\x01\x12!\n\x1d\x42\x41LANCE_STRATEGY_TARGET_RATIO\x10\x02\x12$\n BALANCE_STRATEGY_EXPLICIT_COUNTS\x10\x03\x32\xbb\x04\n\x0bSynthesizer\x12Q\n\nListModels\x12 .synthserve.v1.ListModelsRequest\x1a!.synthserve.v1.ListModelsResponse\x12K\n\x08GetModel\x12\x1e.synthserve.v1.GetModelRequest\x1a\x1f.synthserve.v1.GetModelResponse\x12\x45\n\x06Sample\x12\x1c.synthserve.v1.SampleRequest\x1a\x1d.synthserve.v1.SampleResponse\x12Y\n\x0cSampleStream\x12\".synthserve.v1.SampleStreamRequest\x1a#.synthserve.v1.SampleStreamResponse0\x01\x12J\n\x07\x42\x61lance\x12\x1d.synthserve.v1.BalanceRequest\x1a\x1e.synthserve.v1.BalanceResponse0\x01\x12W\n\x0cScoreDensity\x12\".synthserve.v1.ScoreDensityRequest\x1a#.synthserve.v1.ScoreDensityResponse\x12\x45\n\x06\x45ncode\x12\x1c.synthserve.v1.EncodeRequest\x1a\x1d.synthserve.v1.EncodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BALANCEREQUEST_CLASSCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_BALANCEREQUEST_EXPLICITCOUNTSENTRY']._loaded_options = None
   _globals['_BALANCEREQUEST_EXPLICITCOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_VALUETYPE']._serialized_start=3036
-  _globals['_VALUETYPE']._serialized_end=3167
-  _globals['_COLUMNKIND']._serialized_start=3169
-  _globals['_COLUMNKIND']._serialized_end=3292
-  _globals['_BALANCESTRATEGY']._serialized_start=3295
-  _globals['_BALANCESTRATEGY']._serialized_end=3456
+  _globals['_VALUETYPE']._serialized_start=3434
+  _globals['_VALUETYPE']._serialized_end=3565
+  _globals['_COLUMNKIND']._serialized_start=3567
+  _globals['_COLUMNKIND']._serialized_end=3690
+  _globals['_BALANCESTRATEGY']._serialized_start=3693
+  _globals['_BALANCESTRATEGY']._serialized_end=3854
   _globals['_COLUMN']._serialized_start=80
   _globals['_COLUMN']._serialized_end=164
   _globals['_TABLE']._serialized_start=166
@@ -62,38 +62,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSPROPORTIONS']._serialized_end=1123
   _globals['_CLASSPROPORTIONS_WEIGHTSENTRY']._serialized_start=1077
   _globals['_CLASSPROPORTIONS_WEIGHTSENTRY']._serialized_end=1123
-  _globals['_LISTMODELSREQUEST']._serialized_start=1125
-  _globals['_LISTMODELSREQUEST']._serialized_end=1144
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1146
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1208
-  _globals['_GETMODELREQUEST']._serialized_start=1210
-  _globals['_GETMODELREQUEST']._serialized_end=1259
-  _globals['_GETMODELRESPONSE']._serialized_start=1261
-  _globals['_GETMODELRESPONSE']._serialized_end=1320
-  _globals['_SAMPLEREQUEST']._serialized_start=1323
-  _globals['_SAMPLEREQUEST']._serialized_end=1502
-  _globals['_SAMPLERESPONSE']._serialized_start=1504
-  _globals['_SAMPLERESPONSE']._serialized_end=1587
-  _globals['_SAMPLESTREAMREQUEST']._serialized_start=1590
-  _globals['_SAMPLESTREAMREQUEST']._serialized_end=1795
-  _globals['_SAMPLESTREAMRESPONSE']._serialized_start=1797
-  _globals['_SAMPLESTREAMRESPONSE']._serialized_end=1905
-  _globals['_BALANCEREQUEST']._serialized_start=1908
-  _globals['_BALANCEREQUEST']._serialized_end=2329
-  _globals['_BALANCEREQUEST_CLASSCOUNTSENTRY']._serialized_start=2215
-  _globals['_BALANCEREQUEST_CLASSCOUNTSENTRY']._serialized_end=2265
-  _globals['_BALANCEREQUEST_EXPLICITCOUNTSENTRY']._serialized_start=2267
-  _globals['_BALANCEREQUEST_EXPLICITCOUNTSENTRY']._serialized_end=2320
-  _globals['_BALANCERESPONSE']._serialized_start=2331
-  _globals['_BALANCERESPONSE']._serialized_end=2434
-  _globals['_SCOREDENSITYREQUEST']._serialized_start=2437
-  _globals['_SCOREDENSITYREQUEST']._serialized_end=2643
-  _globals['_SCOREDENSITYRESPONSE']._serialized_start=2646
-  _globals['_SCOREDENSITYRESPONSE']._serialized_end=2831
-  _globals['_ENCODEREQUEST']._serialized_start=2833
-  _globals['_ENCODEREQUEST']._serialized_end=2944
-  _globals['_ENCODERESPONSE']._serialized_start=2946
-  _globals['_ENCODERESPONSE']._serialized_end=3033
-  _globals['_SYNTHESIZER']._serialized_start=3459
-  _globals['_SYNTHESIZER']._serialized_end=4030
+  _globals['_SAMPLINGOPTIONS']._serialized_start=1125
+  _globals['_SAMPLINGOPTIONS']._serialized_end=1218
+  _globals['_LISTMODELSREQUEST']._serialized_start=1220
+  _globals['_LISTMODELSREQUEST']._serialized_end=1239
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1241
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1303
+  _globals['_GETMODELREQUEST']._serialized_start=1305
+  _globals['_GETMODELREQUEST']._serialized_end=1354
+  _globals['_GETMODELRESPONSE']._serialized_start=1356
+  _globals['_GETMODELRESPONSE']._serialized_end=1415
+  _globals['_SAMPLEREQUEST']._serialized_start=1418
+  _globals['_SAMPLEREQUEST']._serialized_end=1647
+  _globals['_SAMPLERESPONSE']._serialized_start=1650
+  _globals['_SAMPLERESPONSE']._serialized_end=1783
+  _globals['_SAMPLESTREAMREQUEST']._serialized_start=1786
+  _globals['_SAMPLESTREAMREQUEST']._serialized_end=2041
+  _globals['_SAMPLESTREAMRESPONSE']._serialized_start=2044
+  _globals['_SAMPLESTREAMRESPONSE']._serialized_end=2202
+  _globals['_BALANCEREQUEST']._serialized_start=2205
+  _globals['_BALANCEREQUEST']._serialized_end=2676
+  _globals['_BALANCEREQUEST_CLASSCOUNTSENTRY']._serialized_start=2562
+  _globals['_BALANCEREQUEST_CLASSCOUNTSENTRY']._serialized_end=2612
+  _globals['_BALANCEREQUEST_EXPLICITCOUNTSENTRY']._serialized_start=2614
+  _globals['_BALANCEREQUEST_EXPLICITCOUNTSENTRY']._serialized_end=2667
+  _globals['_BALANCERESPONSE']._serialized_start=2679
+  _globals['_BALANCERESPONSE']._serialized_end=2832
+  _globals['_SCOREDENSITYREQUEST']._serialized_start=2835
+  _globals['_SCOREDENSITYREQUEST']._serialized_end=3041
+  _globals['_SCOREDENSITYRESPONSE']._serialized_start=3044
+  _globals['_SCOREDENSITYRESPONSE']._serialized_end=3229
+  _globals['_ENCODEREQUEST']._serialized_start=3231
+  _globals['_ENCODEREQUEST']._serialized_end=3342
+  _globals['_ENCODERESPONSE']._serialized_start=3344
+  _globals['_ENCODERESPONSE']._serialized_end=3431
+  _globals['_SYNTHESIZER']._serialized_start=3857
+  _globals['_SYNTHESIZER']._serialized_end=4428
 # @@protoc_insertion_point(module_scope)

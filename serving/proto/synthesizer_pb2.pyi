@@ -148,6 +148,14 @@ class ClassProportions(_message.Message):
     weights: _containers.ScalarMap[str, float]
     def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class SamplingOptions(_message.Message):
+    __slots__ = ("temperature", "best_of")
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    BEST_OF_FIELD_NUMBER: _ClassVar[int]
+    temperature: float
+    best_of: int
+    def __init__(self, temperature: _Optional[float] = ..., best_of: _Optional[int] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -173,33 +181,37 @@ class GetModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed")
+    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "sampling")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PROPORTIONS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     num_rows: int
     label: str
     proportions: ClassProportions
     seed: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    sampling: SamplingOptions
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
-    __slots__ = ("version", "seed", "rows")
+    __slots__ = ("version", "seed", "rows", "sampling")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     version: int
     seed: int
     rows: Table
-    def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ...) -> None: ...
+    sampling: SamplingOptions
+    def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class SampleStreamRequest(_message.Message):
-    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows")
+    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "sampling")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +219,7 @@ class SampleStreamRequest(_message.Message):
     PROPORTIONS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     num_rows: int
@@ -214,22 +227,25 @@ class SampleStreamRequest(_message.Message):
     proportions: ClassProportions
     seed: int
     chunk_rows: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ...) -> None: ...
+    sampling: SamplingOptions
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class SampleStreamResponse(_message.Message):
-    __slots__ = ("version", "seed", "start_row", "rows")
+    __slots__ = ("version", "seed", "start_row", "rows", "sampling")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     START_ROW_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     version: int
     seed: int
     start_row: int
     rows: Table
-    def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ...) -> None: ...
+    sampling: SamplingOptions
+    def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class BalanceRequest(_message.Message):
-    __slots__ = ("model", "version", "class_counts", "strategy", "target_ratio", "explicit_counts", "seed", "chunk_rows")
+    __slots__ = ("model", "version", "class_counts", "strategy", "target_ratio", "explicit_counts", "seed", "chunk_rows", "sampling")
     class ClassCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +268,7 @@ class BalanceRequest(_message.Message):
     EXPLICIT_COUNTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     class_counts: _containers.ScalarMap[str, int]
@@ -260,19 +277,22 @@ class BalanceRequest(_message.Message):
     explicit_counts: _containers.ScalarMap[str, int]
     seed: int
     chunk_rows: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., class_counts: _Optional[_Mapping[str, int]] = ..., strategy: _Optional[_Union[BalanceStrategy, str]] = ..., target_ratio: _Optional[float] = ..., explicit_counts: _Optional[_Mapping[str, int]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ...) -> None: ...
+    sampling: SamplingOptions
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., class_counts: _Optional[_Mapping[str, int]] = ..., strategy: _Optional[_Union[BalanceStrategy, str]] = ..., target_ratio: _Optional[float] = ..., explicit_counts: _Optional[_Mapping[str, int]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class BalanceResponse(_message.Message):
-    __slots__ = ("version", "seed", "start_row", "rows")
+    __slots__ = ("version", "seed", "start_row", "rows", "sampling")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     START_ROW_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     version: int
     seed: int
     start_row: int
     rows: Table
-    def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ...) -> None: ...
+    sampling: SamplingOptions
+    def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class ScoreDensityRequest(_message.Message):
     __slots__ = ("model", "version", "rows", "include_class_log_density", "include_posteriors", "fpr", "seed")

@@ -19,20 +19,34 @@ from synthserve.contract.manifest import (
     load_manifest,
 )
 from synthserve.contract.noise import draw_noise, noise_row_width
+from synthserve.contract.sampling import (
+    MAX_BEST_OF,
+    MAX_TEMPERATURE,
+    SCORING_STREAM_OFFSET,
+    SamplingOptions,
+    best_candidates,
+    noise_feeds,
+)
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_BEST_OF",
+    "MAX_TEMPERATURE",
+    "SCORING_STREAM_OFFSET",
     "Calibration",
     "Column",
     "GraphSpec",
     "LabelSpec",
     "Manifest",
     "ManifestError",
+    "SamplingOptions",
     "Schema",
     "TensorSpec",
+    "best_candidates",
     "draw_noise",
     "largest_remainder",
     "load_manifest",
+    "noise_feeds",
     "noise_row_width",
     "sha256_file",
 ]

@@ -28,6 +28,7 @@ from synthserve.contract import (
     GraphSpec,
     LabelSpec,
     Manifest,
+    SamplingOptions,
     Schema,
     TensorSpec,
     draw_noise,
@@ -255,6 +256,17 @@ def test_adapter_samples_with_contract_noise_and_decodes_to_benchmark_columns(tm
     np.testing.assert_allclose(model.sample(4, seed=7, label="majority")[:, 0], 10.0)
     with pytest.raises(ValueError, match="class 'other' not among"):
         model.sample(1, seed=0, label="other")
+
+
+def test_adapter_samples_with_the_servers_temperature_and_best_of_k(tmp_path: Path) -> None:
+    """Row i is the candidate among noise rows 3i..3i+2 (scaled by T = 0.5) with the highest p(majority | x), i.e.
+    the lowest x1 = 0.5 z0 for this graph (posterior(minority) = sigmoid(x1))."""
+    _fake_model(tmp_path / "1")
+    rows = OnnxModel(tmp_path / "1").sample(5, seed=3, label="majority", options=SamplingOptions(0.5, 3))
+    z = draw_noise(3, stream=0, start_row=0, n_rows=15, row_shape=(2,), distribution="normal").reshape(5, 3, 2)
+    winners = z[np.arange(5), z[:, :, 0].argmin(axis=1)]
+    np.testing.assert_allclose(rows[:, 1], 0.5 * winners[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(rows[:, 2], 0.5 * winners[:, 1], rtol=1e-6)
 
 
 def test_adapter_scores_with_graph_codes_and_seed_zero_noise(tmp_path: Path) -> None:

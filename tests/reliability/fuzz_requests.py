@@ -67,7 +67,9 @@ def _sample_case(draw: st.DrawFn, method: str) -> Case:
     limit = LIMITS.max_rows_per_request if method == "Sample" else LIMITS.max_rows_per_stream
     request = _sample_base(method, draw(_small_rows), draw(_seeds))
     defect = draw(
-        st.sampled_from(["model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "oversized"])
+        st.sampled_from(
+            ["model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "sampling", "oversized"]
+        )
     )
     if defect == "model":
         request.model = draw(_unknown_names)
@@ -92,6 +94,16 @@ def _sample_case(draw: st.DrawFn, method: str) -> Case:
     if defect == "seed":
         request.seed = draw(st.sampled_from([0, 1, 2**32, 2**63 - 1, 2**63, 2**64 - 1]))
         return Case(method, request, "seed", may_succeed=True)
+    if defect == "sampling":
+        temperature = draw(st.one_of(st.none(), _nasty_floats, st.floats(0, 5)))
+        best_of = draw(st.one_of(st.none(), st.sampled_from([0, 1, 2, 64, 65, 2**31, 2**32 - 1]), st.integers(0, 100)))
+        if temperature is not None:
+            request.sampling.temperature = temperature
+        if best_of is not None:
+            request.sampling.best_of = best_of
+        request.sampling.SetInParent()
+        valid = (temperature is None or 0 < temperature <= 4) and (best_of is None or 1 <= best_of <= 64)
+        return Case(method, request, "sampling", may_succeed=valid)
     if defect == "chunk_rows" and method == "SampleStream":
         request.chunk_rows = draw(st.one_of(_extreme_ints, st.integers(*INT64)))
         return Case(method, request, "chunk_rows", may_succeed=request.chunk_rows >= 0)

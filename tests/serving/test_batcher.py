@@ -224,3 +224,32 @@ def test_a_reload_retiring_a_version_lets_its_queued_requests_finish(slow_server
         )
     with pytest.raises(ModelNotFound):  # a request that resolved v1 before the reload gets no new queue
         slow_server.call(engine.generate(RowPlan(v1, 1, 5, None), 0, 5, None))
+
+
+def test_a_stream_whose_version_is_retired_mid_way_ends_on_it(slow_server: ServerThread) -> None:
+    """The stream holds its version's batcher: chunks it queues after the reload are still served, the rows are
+    the version's closed form to the last chunk, and the retired queue closes once the stream ends."""
+    engine = slow_server.server.engine
+    with grpc.insecure_channel(slow_server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        request = pb.SampleStreamRequest(model="gauss", version=1, num_rows=600, chunk_rows=100, seed=21)
+        stream = stub.SampleStream(request)
+        first = next(stream)  # the first chunks are queued; later ones are queued after the reload
+        old = engine.registry
+        kept = {"gauss": {2: old.get("gauss", 2)}, "gauss-gan": {1: old.get("gauss-gan", 1)}}
+        slow_server.call(engine.use_registry(Registry(kept, {})))
+        with pytest.raises(grpc.RpcError) as info:  # a new request for the retired version: NOT_FOUND
+            stub.Sample(pb.SampleRequest(model="gauss", version=1, num_rows=5, seed=1))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        chunks = [first, *stream]
+    assert [c.start_row for c in chunks] == [0, 100, 200, 300, 400, 500]
+    for chunk in chunks:
+        assert chunk.version == 1
+        labels = labels_of(chunk.rows)
+        np.testing.assert_allclose(
+            rows_of(chunk.rows), expected_rows(21, labels, 1, chunk.start_row), rtol=2e-6, atol=2e-6
+        )
+    deadline = time.monotonic() + 10
+    while engine._retiring and time.monotonic() < deadline:  # the retired batcher drains once the stream ended
+        time.sleep(0.05)
+    assert not engine._retiring

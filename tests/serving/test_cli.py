@@ -166,3 +166,30 @@ def _lines_until(stream: IO[str], marker: str, count: int) -> list[str]:
             if len(found) == count:
                 break
     return found
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-pending-rpcs", "0", "max_pending_rpcs must be >= 1, got 0"),
+        ("--max-concurrent-rpcs", "-3", "max_concurrent_rpcs must be >= 1, got -3"),
+        ("--max-batch-rows", "0", "max_batch_rows must be >= 1, got 0"),
+    ],
+)
+def test_serve_refuses_bad_limits_naming_them(
+    store: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    assert main(["serve", "--model-store", str(store), "--port", "0", flag, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sample_passes_sampling_options_and_reports_them(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sample", "--target", server.target, "--model", "gauss", "--rows", "5", "--label", "pos", "--seed", "1"]
+    assert main([*argv, "--temperature", "0.5", "--best-of", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "seed 1, version 2, temperature 0.5, best_of 3" in captured.err
+    assert len(captured.out.strip().splitlines()) == 6  # header + 5 rows
+    assert main([*argv, "--best-of", "99"]) == 1
+    assert "INVALID_ARGUMENT: sampling.best_of must be in [1, 64], got 99" in capsys.readouterr().err

@@ -151,7 +151,7 @@ def synthserve_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     shutil.copytree(
         SHIPPED_STORE / SHIPPED_MODEL / "1", store / SHIPPED_MODEL / "1", ignore=shutil.ignore_patterns("checkpoint.pt")
     )
-    with synthserve_server(store, timeout_s=60) as target:
+    with synthserve_server(store, workers=1, timeout_s=60) as target:
         yield target
 
 

@@ -1,0 +1,72 @@
+"""Sampling options on top of the noise rule: a temperature and best-of-k selection by the model's posterior.
+
+- **temperature** `T` (`0 < T <= MAX_TEMPERATURE`): every `normal` noise input of the sample graph is multiplied
+  by `T` (uniform inputs, e.g. Gumbel noise for categories, are left alone). `T < 1` draws rows nearer the
+  model's modes; `T = 1` is plain sampling.
+- **best_of** `k` (`1 <= k <= MAX_BEST_OF`): output row `i` is chosen among `k` candidates, the sample graph's
+  rows `i*k .. i*k + k - 1` (plain rows at those indices, same label, same temperature). The model's own
+  `log_prob` graph scores them, and the candidate with the highest posterior `p(label_i | x)` wins (the first on
+  ties). Scoring noise (the VAE's importance samples) for candidate `c` is row `c` of noise stream
+  `SCORING_STREAM_OFFSET + j`. `k = 1` is plain sampling and needs no `log_prob` graph.
+
+Row `i` therefore still depends only on (version, seed, label, row index, T, k), so batching, chunking and
+streaming cannot change it. The server applies these options; offline users of the exported graphs call the
+same functions, so that both produce the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthserve.contract.manifest import GraphSpec
+from synthserve.contract.noise import draw_noise
+
+__all__ = [
+    "MAX_BEST_OF",
+    "MAX_TEMPERATURE",
+    "SCORING_STREAM_OFFSET",
+    "SamplingOptions",
+    "best_candidates",
+    "noise_feeds",
+]
+
+MAX_TEMPERATURE = 4.0
+MAX_BEST_OF = 64
+SCORING_STREAM_OFFSET = 1 << 16
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    best_of: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be in (0, {MAX_TEMPERATURE}], got {self.temperature}")
+        if not 1 <= self.best_of <= MAX_BEST_OF:
+            raise ValueError(f"best_of must be in [1, {MAX_BEST_OF}], got {self.best_of}")
+
+
+def noise_feeds(
+    spec: GraphSpec, seed: int, start_row: int, n_rows: int, temperature: float = 1.0, stream_offset: int = 0
+) -> dict[str, np.ndarray]:
+    """Noise inputs of `spec` for rows [start_row, start_row + n_rows): stream `stream_offset + j` for input j,
+    normal inputs scaled by `temperature`."""
+    feeds = {}
+    for j, tensor in enumerate(spec.noise_inputs):
+        distribution = str(tensor.distribution)
+        noise = draw_noise(seed, stream_offset + j, start_row, n_rows, tensor.row_shape, distribution)
+        if distribution == "normal" and temperature != 1.0:
+            noise *= np.float32(temperature)
+        feeds[tensor.name] = noise
+    return feeds
+
+
+def best_candidates(posterior: np.ndarray, labels: np.ndarray, best_of: int) -> np.ndarray:
+    """Indices into the `len(labels) * best_of` candidates of the winners: per output row, the candidate with the
+    highest `posterior[c, label]` (`posterior` is the log_prob graph's `[n * k, C]` output), the first on ties."""
+    n_rows = len(labels)
+    chosen = posterior[np.arange(n_rows * best_of), np.repeat(labels, best_of)].reshape(n_rows, best_of)
+    return np.arange(n_rows) * best_of + chosen.argmax(axis=1)

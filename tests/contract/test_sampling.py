@@ -1,0 +1,66 @@
+"""Sampling options: validation, temperature on normal noise only, best-of-k winners, chunk independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthserve.contract import (
+    MAX_BEST_OF,
+    MAX_TEMPERATURE,
+    GraphSpec,
+    SamplingOptions,
+    TensorSpec,
+    best_candidates,
+    draw_noise,
+    noise_feeds,
+)
+
+SPEC = GraphSpec(
+    "sample.onnx",
+    (
+        TensorSpec("z", "float32", (None, 3), "noise", "normal"),
+        TensorSpec("g", "float32", (None, 2), "noise", "uniform"),
+        TensorSpec("label", "int64", (None,), "label"),
+    ),
+    (TensorSpec("rows", "float32", (None, 3), "output"),),
+)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "best_of", "message"),
+    [
+        (0.0, 1, "temperature must be in \\(0, 4.0\\], got 0.0"),
+        (MAX_TEMPERATURE * 2, 1, "temperature must be in"),
+        (float("nan"), 1, "temperature must be in"),
+        (1.0, 0, "best_of must be in \\[1, 64\\], got 0"),
+        (1.0, MAX_BEST_OF + 1, "best_of must be in"),
+    ],
+)
+def test_options_out_of_range_are_refused_naming_the_limit(temperature: float, best_of: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SamplingOptions(temperature, best_of)
+
+
+def test_temperature_scales_normal_noise_only_and_streams_can_be_offset() -> None:
+    plain = noise_feeds(SPEC, 9, 4, 6)
+    cooled = noise_feeds(SPEC, 9, 4, 6, temperature=0.5)
+    np.testing.assert_array_equal(plain["z"], draw_noise(9, 0, 4, 6, (3,), "normal"))
+    np.testing.assert_array_equal(cooled["z"], np.float32(0.5) * plain["z"])
+    np.testing.assert_array_equal(cooled["g"], plain["g"])
+    np.testing.assert_array_equal(
+        noise_feeds(SPEC, 9, 4, 6, stream_offset=7)["g"], draw_noise(9, 8, 4, 6, (2,), "uniform")
+    )
+    assert set(plain) == {"z", "g"}
+
+
+def test_best_candidates_pick_the_highest_posterior_of_each_rows_label_first_on_ties() -> None:
+    labels = np.array([0, 1, 1])
+    posterior = np.array(
+        [[0.2, 0.8], [0.9, 0.1], [0.9, 0.1],  # row 0 (class 0): candidates 1 and 2 tie -> 1
+         [0.5, 0.5], [0.4, 0.6], [0.1, 0.9],  # row 1 (class 1): candidate 5
+         [0.3, 0.7], [0.6, 0.4], [0.7, 0.3]],  # row 2 (class 1): candidate 6
+        dtype=np.float32,
+    )  # fmt: skip
+    np.testing.assert_array_equal(best_candidates(posterior, labels, 3), [1, 5, 6])
+    np.testing.assert_array_equal(best_candidates(posterior[:3], labels[:1], 3), [1])  # any chunk alone agrees
