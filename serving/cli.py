@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from serving.auth import load_tokens
 from serving.client import SynthClient
-from serving.config import BatcherConfig, LimitsConfig, RuntimeConfig, ServerConfig
+from serving.config import BALANCE_SAMPLING, BatcherConfig, LimitsConfig, RuntimeConfig, ServerConfig
 from serving.tls import ClientTls
+from synthserve.contract import SamplingOptions
 
 __all__ = ["TOKENS_ENV", "TOKEN_ENV", "build_parser", "main"]
 
@@ -79,10 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrent-rpcs", type=int, default=None, help="RPCs in progress; beyond it RESOURCE_EXHAUSTED at once"
     )
     serve.add_argument(
+        "--balance-temperature",
+        type=float,
+        default=BALANCE_SAMPLING.temperature,
+        help="Balance's sampling.temperature when a request leaves it out",
+    )
+    serve.add_argument(
         "--balance-best-of",
         type=int,
-        default=ServerConfig.balance_best_of,
-        help="Balance's sampling.best_of when a request leaves it out",
+        default=BALANCE_SAMPLING.best_of,
+        help="Balance's sampling.best_of when a request leaves it out (models without a posterior: 1)",
     )
     serve.add_argument(
         "--max-pending-rpcs", type=int, default=20_000, help="received calls not yet handled; beyond it CANCELLED"
@@ -194,7 +201,7 @@ def _server_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Serv
         max_concurrent_streams=args.max_concurrent_streams,
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_pending_rpcs=args.max_pending_rpcs,
-        balance_best_of=args.balance_best_of,
+        balance_sampling=SamplingOptions(args.balance_temperature, args.balance_best_of),
     )
 
 

@@ -26,6 +26,7 @@ from serving.registry import LoadedModel, Registry
 from synthserve.contract import (
     MAX_BEST_OF,
     MAX_TEMPERATURE,
+    PLAIN_SAMPLING,
     SCORING_STREAM_OFFSET,
     GraphSpec,
     SamplingOptions,
@@ -41,9 +42,6 @@ __all__ = [
     "RowPlan",
     "Scores",
 ]
-
-
-PLAIN = SamplingOptions()  # temperature 1, best of 1
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class RowPlan:
     seed: int
     n_rows: int
     labels: LabelRuns | None  # None: unconditional model
-    sampling: SamplingOptions = PLAIN
+    sampling: SamplingOptions = PLAIN_SAMPLING
 
 
 @dataclass(frozen=True)
@@ -133,18 +131,18 @@ class Engine:
     # -- planning ----------------------------------------------------------------------------------------
     @staticmethod
     def sampling_options(
-        model: LoadedModel, temperature: float | None, best_of: int | None, default_best_of: int = 1
+        model: LoadedModel, temperature: float | None, best_of: int | None, defaults: SamplingOptions = PLAIN_SAMPLING
     ) -> SamplingOptions:
-        """The request's options (absent fields: temperature 1, `default_best_of` where the model supports it),
-        or InvalidArgument / NotSupported naming the field and its limit."""
-        temperature = 1.0 if temperature is None else temperature
+        """The request's options (absent fields from `defaults`; best_of 1 where the model cannot select), or
+        InvalidArgument / NotSupported naming the field and its limit."""
+        temperature = defaults.temperature if temperature is None else temperature
         if not 0.0 < temperature <= MAX_TEMPERATURE:
             raise InvalidArgument(f"sampling.temperature must be in (0, {MAX_TEMPERATURE}], got {temperature}")
         can_select = model.manifest.schema.label is not None and any(
             t.name == "posterior" for t in getattr(model.manifest.graphs.get("log_prob"), "outputs", ())
         )
         if best_of is None:
-            return SamplingOptions(temperature, default_best_of if can_select else 1)
+            return SamplingOptions(temperature, defaults.best_of if can_select else 1)
         if not 1 <= best_of <= MAX_BEST_OF:
             raise InvalidArgument(f"sampling.best_of must be in [1, {MAX_BEST_OF}], got {best_of}")
         if best_of > 1 and not can_select:
@@ -164,7 +162,7 @@ class Engine:
         seed: int | None,
         max_rows: int,
         limit_name: str,
-        sampling: SamplingOptions = PLAIN,
+        sampling: SamplingOptions = PLAIN_SAMPLING,
     ) -> RowPlan:
         if n_rows <= 0:
             raise InvalidArgument(f"num_rows must be > 0, got {n_rows}")
@@ -197,7 +195,7 @@ class Engine:
         return RowPlan(model, _seed(seed), n_rows, runs, sampling)
 
     def plan_balance(
-        self, model: LoadedModel, spec: BalanceSpec, seed: int | None, sampling: SamplingOptions = PLAIN
+        self, model: LoadedModel, spec: BalanceSpec, seed: int | None, sampling: SamplingOptions = PLAIN_SAMPLING
     ) -> RowPlan:
         label = model.manifest.schema.label
         if label is None:

@@ -126,7 +126,7 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
     server = grpc.aio.server(
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs
     )
-    pb_grpc.add_SynthesizerServicer_to_server(SynthesizerService(engine, config.balance_best_of), server)
+    pb_grpc.add_SynthesizerServicer_to_server(SynthesizerService(engine, config.balance_sampling), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -16,7 +16,7 @@ from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
 from serving.tables import decode_labels, decode_table, encode_table
-from synthserve.contract import SamplingOptions
+from synthserve.contract import PLAIN_SAMPLING, SamplingOptions
 
 _StreamMessage = TypeVar("_StreamMessage", pb.SampleStreamResponse, pb.BalanceResponse)
 
@@ -110,16 +110,18 @@ def _echo(options: SamplingOptions) -> pb.SamplingOptions:
 
 
 class SynthesizerService(pb_grpc.SynthesizerServicer):
-    def __init__(self, engine: Engine, balance_best_of: int = 1) -> None:
+    def __init__(self, engine: Engine, balance_sampling: SamplingOptions = PLAIN_SAMPLING) -> None:
         self._engine = engine
-        self._balance_best_of = balance_best_of  # Balance's best_of when the request leaves it out
+        self._balance_sampling = balance_sampling  # for the fields a Balance request leaves out
 
-    def _sampling(self, model: LoadedModel, options: pb.SamplingOptions, default_best_of: int = 1) -> SamplingOptions:
+    def _sampling(
+        self, model: LoadedModel, options: pb.SamplingOptions, defaults: SamplingOptions = PLAIN_SAMPLING
+    ) -> SamplingOptions:
         return self._engine.sampling_options(
             model,
             options.temperature if options.HasField("temperature") else None,
             options.best_of if options.HasField("best_of") else None,
-            default_best_of,
+            defaults,
         )
 
     async def ListModels(
@@ -199,7 +201,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             target_ratio=request.target_ratio,
             explicit_counts=dict(request.explicit_counts),
         )
-        sampling = self._sampling(model, request.sampling, self._balance_best_of)
+        sampling = self._sampling(model, request.sampling, self._balance_sampling)
         plan = self._engine.plan_balance(model, spec, request.seed if request.HasField("seed") else None, sampling)
         if plan.n_rows == 0:
             yield pb.BalanceResponse(

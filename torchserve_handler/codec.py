@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from synthserve.contract import Schema
+from synthserve.contract import MAX_BEST_OF, MAX_TEMPERATURE, PLAIN_SAMPLING, SamplingOptions, Schema
 from torchserve_handler.errors import InvalidRequest
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "rows_from_columns",
 ]
 
-SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding")
+SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding", "temperature", "best_of")
 ENCODINGS = ("json", "npy")
 SCORE_FIELDS = ("rows", "seed", "fpr")
 MAX_SEED = 2**64
@@ -48,6 +48,7 @@ class SampleRequest:
     label: str | None  # a class label as text, like the gRPC API's
     proportions: dict[str, float] | None  # class label as text -> weight
     encoding: str = "json"  # json | npy
+    sampling: SamplingOptions = PLAIN_SAMPLING  # temperature and best-of-k, as the gRPC API's SamplingOptions
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,20 @@ def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | Sco
     encoding = body.get("encoding", "json")
     if encoding not in ENCODINGS:
         raise InvalidRequest(f"encoding: must be one of {list(ENCODINGS)}, got {encoding!r}")
+    temperature = 1.0 if body.get("temperature") is None else _number(body["temperature"], "temperature")
+    if not 0.0 < temperature <= MAX_TEMPERATURE:
+        raise InvalidRequest(f"temperature: must be in (0, {MAX_TEMPERATURE}], got {temperature}")
+    best_of = 1 if body.get("best_of") is None else _integer(body["best_of"], "best_of", 1, MAX_BEST_OF)
+    n_rows = _integer(body["n"], "n", 1, max_rows)
+    if n_rows * best_of > max_rows:
+        raise InvalidRequest(f"n x best_of: {n_rows} x {best_of} rows to compute exceed the limit of {max_rows}")
     return SampleRequest(
-        n_rows=_integer(body["n"], "n", 1, max_rows),
+        n_rows=n_rows,
         seed=_seed(body),
         label=None if label is None else str(label),
         proportions=proportions,
         encoding=encoding,
+        sampling=SamplingOptions(temperature, best_of),
     )
 
 

@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from synthserve.contract import (
+    PLAIN_SAMPLING,
     GraphSpec,
     Manifest,
     ManifestError,
+    SamplingOptions,
     largest_remainder,
     load_manifest,
     noise_feeds,
+    sample_rows,
     sha256_file,
 )
 from torchserve_handler.errors import ArtifactError, InvalidRequest
@@ -129,16 +132,16 @@ class ExportedModel:
         counts = largest_remainder(n_rows, weights.tolist())
         return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
 
-    def sample(self, n_rows: int, seed: int, labels: np.ndarray | None) -> np.ndarray:
-        """Rows 0..n_rows-1 of the request under `seed`: float32 [n, D] in graph units and codes."""
-        spec = self.manifest.graphs["sample"]
-        feeds = noise_feeds(spec, seed, 0, n_rows)
-        label_input = _input_named(spec, "label")
-        if label_input is not None:
-            assert labels is not None, "plan_labels gives labels for every conditional model"
-            feeds[label_input] = labels
-        (rows,) = self._run("sample", feeds)
-        return rows
+    def sample(
+        self, n_rows: int, seed: int, labels: np.ndarray | None, options: SamplingOptions = PLAIN_SAMPLING
+    ) -> np.ndarray:
+        """Rows 0..n_rows-1 of the request under `seed` and the sampling options: float32 [n, D] in graph units
+        and codes, the gRPC server's rows (synthserve.contract.sample_rows)."""
+        if options.best_of > 1 and (labels is None or "log_prob" not in self._sessions):
+            raise InvalidRequest(
+                f"best_of {options.best_of}: model {self.name!r} ({self.manifest.family}) has no class posterior"
+            )
+        return sample_rows(self.manifest.graphs, self._run, seed, labels, n_rows, options)
 
     def score(self, rows: np.ndarray, seed: int) -> Scores:
         """log p(x), log p(x|c) and p(c|x) for float32 rows [n, D]; `seed` feeds the graph's noise, if any."""

@@ -71,7 +71,7 @@ class SynthService:
             return Response.json_body(self.score(request))
         labels = self.model.plan_labels(request.n_rows, request.label, request.proportions)
         seed = secrets.randbits(64) if request.seed is None else request.seed
-        rows = self.model.sample(request.n_rows, seed, labels)
+        rows = self.model.sample(request.n_rows, seed, labels, request.sampling)
         schema = self.model.manifest.schema
         if request.encoding == "npy":
             # Headers carry what the JSON body would: the seed that reproduces the rows, and the version.

@@ -20,13 +20,13 @@ import onnxruntime as ort
 import pandas as pd
 
 from synthserve.contract import (
-    SCORING_STREAM_OFFSET,
+    PLAIN_SAMPLING,
     GraphSpec,
     Manifest,
     SamplingOptions,
-    best_candidates,
     load_manifest,
     noise_feeds,
+    sample_rows,
 )
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
 LABEL_COLUMN = "label"
 MINORITY = "minority"
 MAJORITY = "majority"
-PLAIN = SamplingOptions()  # temperature 1, best of 1
 SCORING_SEED = 0  # the server's default seed for scoring noise (docs/model_store.md)
 
 
@@ -176,29 +175,21 @@ class OnnxModel:
             raise ValueError(f"{self.version_dir}: class {label!r} not among {classes}")
         return classes.index(label)
 
-    def sample(self, n_rows: int, seed: int, label: str | None = None, options: SamplingOptions = PLAIN) -> np.ndarray:
+    def sample(
+        self, n_rows: int, seed: int, label: str | None = None, options: SamplingOptions = PLAIN_SAMPLING
+    ) -> np.ndarray:
         """`n_rows` rows (of class `label` for conditional models) as float64 in the benchmark's column order,
-        with the server's sampling options (synthserve.contract.sampling: temperature, best-of-k)."""
-        session, spec = self._session("sample")
-        k = options.best_of
-        feed = noise_feeds(spec, seed, 0, n_rows * k, options.temperature)
-        labels = None
-        for t in spec.inputs:
-            if t.role == "label":
-                if label is None:
-                    raise ValueError(f"{self.version_dir}: conditional model needs a label to sample")
-                labels = np.full(n_rows, self.class_index(label), dtype=np.int64)
-                feed[t.name] = np.repeat(labels, k)
-        (rows,) = session.run(["rows"], feed)
-        if k > 1:
-            if labels is None:
-                raise ValueError(f"{self.version_dir}: best_of needs a conditional model")
-            scorer, scoring = self._session("log_prob")
-            feed = noise_feeds(scoring, seed, 0, n_rows * k, stream_offset=SCORING_STREAM_OFFSET)
-            feed["rows"] = rows
-            (posterior,) = scorer.run(["posterior"], feed)
-            rows = rows[best_candidates(posterior, labels, k)]
+        drawn by the server's rule (synthserve.contract.sample_rows: noise, temperature, best-of-k)."""
+        conditional = any(t.role == "label" for t in self.manifest.graphs["sample"].inputs)
+        if conditional and label is None:
+            raise ValueError(f"{self.version_dir}: conditional model needs a label to sample")
+        labels = np.full(n_rows, self.class_index(label), dtype=np.int64) if conditional and label else None
+        rows = sample_rows(self.manifest.graphs, self._run, seed, labels, n_rows, options)
         return self._decode(np.asarray(rows, dtype=np.float64))
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        session, spec = self._session(graph)
+        return list(session.run([t.name for t in spec.outputs], feeds))
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """log p(x) per row of `x` (benchmark order, original units); noise drawn with the server's seed 0."""

@@ -22,16 +22,19 @@ from synthserve.contract.noise import draw_noise, noise_row_width
 from synthserve.contract.sampling import (
     MAX_BEST_OF,
     MAX_TEMPERATURE,
+    PLAIN_SAMPLING,
     SCORING_STREAM_OFFSET,
     SamplingOptions,
     best_candidates,
     noise_feeds,
+    sample_rows,
 )
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_BEST_OF",
     "MAX_TEMPERATURE",
+    "PLAIN_SAMPLING",
     "SCORING_STREAM_OFFSET",
     "Calibration",
     "Column",
@@ -48,5 +51,6 @@ __all__ = [
     "load_manifest",
     "noise_feeds",
     "noise_row_width",
+    "sample_rows",
     "sha256_file",
 ]

@@ -16,6 +16,7 @@ same functions, so that both produce the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +27,12 @@ from synthserve.contract.noise import draw_noise
 __all__ = [
     "MAX_BEST_OF",
     "MAX_TEMPERATURE",
+    "PLAIN_SAMPLING",
     "SCORING_STREAM_OFFSET",
     "SamplingOptions",
     "best_candidates",
     "noise_feeds",
+    "sample_rows",
 ]
 
 MAX_TEMPERATURE = 4.0
@@ -47,6 +50,9 @@ class SamplingOptions:
             raise ValueError(f"temperature must be in (0, {MAX_TEMPERATURE}], got {self.temperature}")
         if not 1 <= self.best_of <= MAX_BEST_OF:
             raise ValueError(f"best_of must be in [1, {MAX_BEST_OF}], got {self.best_of}")
+
+
+PLAIN_SAMPLING = SamplingOptions()  # temperature 1, best of 1: plain sampling
 
 
 def noise_feeds(
@@ -70,3 +76,37 @@ def best_candidates(posterior: np.ndarray, labels: np.ndarray, best_of: int) -> 
     n_rows = len(labels)
     chosen = posterior[np.arange(n_rows * best_of), np.repeat(labels, best_of)].reshape(n_rows, best_of)
     return np.arange(n_rows) * best_of + chosen.argmax(axis=1)
+
+
+RunGraph = Callable[[str, dict[str, np.ndarray]], list[np.ndarray]]  # (graph, feeds) -> outputs in spec order
+
+
+def sample_rows(
+    graphs: Mapping[str, GraphSpec],
+    run: RunGraph,
+    seed: int,
+    labels: np.ndarray | None,
+    n_rows: int,
+    options: SamplingOptions = SamplingOptions(),
+) -> np.ndarray:
+    """Rows 0..n_rows-1 of a request in one pass (no batching), for callers that run the graphs themselves
+    (the TorchServe handler, the quality benchmark); the gRPC server applies the same rule chunk by chunk.
+    `labels`: class index per row, None for an unconditional model."""
+    spec = graphs["sample"]
+    k = options.best_of
+    feeds = noise_feeds(spec, seed, 0, n_rows * k, options.temperature)
+    label_input = next((t.name for t in spec.inputs if t.role == "label"), None)
+    if label_input is not None:
+        if labels is None:
+            raise ValueError("a conditional model needs a class index per row")
+        feeds[label_input] = np.repeat(labels, k) if k > 1 else labels
+    (rows,) = run("sample", feeds)
+    if k == 1:
+        return rows
+    scoring = graphs.get("log_prob")
+    if labels is None or scoring is None or all(t.name != "posterior" for t in scoring.outputs):
+        raise ValueError(f"best_of {k} needs a conditional model with a class posterior")
+    feeds = noise_feeds(scoring, seed, 0, n_rows * k, stream_offset=SCORING_STREAM_OFFSET)
+    feeds[next(t.name for t in scoring.inputs if t.role == "rows")] = rows
+    posterior = run("log_prob", feeds)[[t.name for t in scoring.outputs].index("posterior")]
+    return rows[best_candidates(posterior, labels, k)]

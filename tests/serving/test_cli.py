@@ -174,6 +174,8 @@ def _lines_until(stream: IO[str], marker: str, count: int) -> list[str]:
         ("--max-pending-rpcs", "0", "max_pending_rpcs must be >= 1, got 0"),
         ("--max-concurrent-rpcs", "-3", "max_concurrent_rpcs must be >= 1, got -3"),
         ("--max-batch-rows", "0", "max_batch_rows must be >= 1, got 0"),
+        ("--balance-best-of", "0", "best_of must be in [1, 64], got 0"),
+        ("--balance-temperature", "9", "temperature must be in (0, 4.0], got 9.0"),
     ],
 )
 def test_serve_refuses_bad_limits_naming_them(

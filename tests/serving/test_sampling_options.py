@@ -12,9 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
+from serving.config import BALANCE_SAMPLING
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
-from synthserve.contract import draw_noise
+from synthserve.contract import SamplingOptions, draw_noise
 from tests.serving.conftest import ServerThread, make_config
 from tests.serving.fixture_store import CATEGORIES, MEANS, SCALE, expected_log_prob
 from tests.serving.helpers import labels_of, rows_of, table_of
@@ -44,7 +45,7 @@ def closed_form(
 
 @pytest.fixture()
 def balancing_server(store: Path) -> Iterator[ServerThread]:
-    running = ServerThread(dataclasses.replace(make_config(store), balance_best_of=4))
+    running = ServerThread(dataclasses.replace(make_config(store), balance_sampling=SamplingOptions(best_of=4)))
     yield running
     running.stop()
 
@@ -92,6 +93,19 @@ def test_best_of_k_moves_rows_towards_their_class(server: ServerThread) -> None:
         )
     posterior = [expected_log_prob(rows_of(r.rows), 1)[2][:, 1].mean() for r in (plain, chosen)]
     assert posterior[1] > posterior[0] + 0.05
+
+
+def test_the_default_server_balances_with_best_of_five(server: ServerThread) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.SynthesizerStub(channel)
+        request = pb.BalanceRequest(
+            model="gauss", version=1, class_counts={"neg": 10}, strategy=pb.BALANCE_STRATEGY_EXPLICIT_COUNTS, seed=3
+        )
+        request.explicit_counts["pos"] = 20
+        (chunk,) = stub.Balance(request)
+        expected = closed_form(stub, 3, 1, 20, 1.0, BALANCE_SAMPLING.best_of)
+    assert (chunk.sampling.temperature, chunk.sampling.best_of) == (1.0, 5) == (1.0, BALANCE_SAMPLING.best_of)
+    np.testing.assert_allclose(rows_of(chunk.rows), expected, rtol=2e-6, atol=2e-6)
 
 
 def test_balance_takes_the_servers_best_of_unless_the_request_sets_it(balancing_server: ServerThread) -> None:

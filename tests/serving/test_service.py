@@ -86,8 +86,15 @@ def test_sample_stream_chunks_equal_the_unary_rows(stub: Stub) -> None:
 def test_balance_returns_exactly_the_rows_each_class_needs(
     stub: Stub, strategy: Any, extra: dict[str, Any], expected: list[int]
 ) -> None:
+    plain = pb.SamplingOptions(best_of=1)  # plain rows, in closed form (the best-of default: test_sampling_options)
     request = pb.BalanceRequest(
-        model="gauss", class_counts={"neg": 1000, "pos": 100}, strategy=strategy, seed=9, chunk_rows=256, **extra
+        model="gauss",
+        class_counts={"neg": 1000, "pos": 100},
+        strategy=strategy,
+        seed=9,
+        chunk_rows=256,
+        sampling=plain,
+        **extra,
     )
     chunks = list(stub.Balance(request))
     labels = np.concatenate([labels_of(c.rows) for c in chunks])

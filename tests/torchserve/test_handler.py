@@ -156,16 +156,19 @@ def synthserve_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @needs_shipped
-@pytest.mark.parametrize(("n_rows", "seed", "label"), [(64, 1234, None), (10, 99, 1), (300, 2**63 + 5, 0)])
+@pytest.mark.parametrize(
+    ("n_rows", "seed", "label", "options"),
+    [(64, 1234, None, {}), (10, 99, 1, {}), (300, 2**63 + 5, 0, {}), (40, 5, 1, {"temperature": 0.8, "best_of": 3})],
+)
 def test_shipped_model_rows_equal_synthserve_sample(
-    torchserve: LocalTorchServe, synthserve_target: str, n_rows: int, seed: int, label: Any
+    torchserve: LocalTorchServe, synthserve_target: str, n_rows: int, seed: int, label: Any, options: dict[str, Any]
 ) -> None:
     from serving.client import SynthClient
 
-    body: dict[str, Any] = {"n": n_rows, "seed": seed} | ({} if label is None else {"label": label})
+    body: dict[str, Any] = {"n": n_rows, "seed": seed} | ({} if label is None else {"label": label}) | options
     status, response = predict(torchserve, SHIPPED_MODEL, body)
     assert status == 200, response
     with SynthClient(synthserve_target) as client:
-        frame = client.sample(SHIPPED_MODEL, n_rows, label=label, seed=seed)
+        frame = client.sample(SHIPPED_MODEL, n_rows, label=label, seed=seed, **options)
     assert frame.attrs["seed"] == seed
     assert_rows_equal(response["rows"], {name: frame[name].tolist() for name in frame.columns})
