@@ -26,7 +26,7 @@ from benchmarks.quality_lib.data import DEV_DATASETS, SPLITS, load_folds, resolv
 from benchmarks.quality_lib.generator import TrainConfig
 from benchmarks.quality_lib.report import write_outputs
 from benchmarks.quality_lib.runner import RECORD_FIELDS, FoldTask, RunConfig, run_tasks
-from synthserve.contract import SamplingOptions
+from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
 
 __all__ = ["QUICK_DATASETS", "main"]
 
@@ -58,6 +58,10 @@ def _parse_folds(spec: str) -> tuple[int, ...] | None:
     return folds
 
 
+# Plain sampling (Sample's default) and Balance's default, so that `make quality` measures what users get.
+DEFAULT_SAMPLING = f"1:1,{BALANCE_SAMPLING.temperature:g}:{BALANCE_SAMPLING.best_of}"
+
+
 def _parse_sampling(spec: str) -> tuple[SamplingOptions, ...]:
     options = []
     for item in spec.split(","):
@@ -84,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-anomaly", action="store_true", help="skip the majority-only density models")
     parser.add_argument(
         "--sampling",
-        default="1:1",
+        default=DEFAULT_SAMPLING,
         help="server sampling options to measure oversampling under, TEMPERATURE:BEST_OF, comma-separated "
-        "(default 1:1, plain sampling; e.g. 1:1,0.8:1,1:3)",
+        f"(default {DEFAULT_SAMPLING}: plain sampling and the server's Balance default)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one core each")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="output directory")

@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from serving.auth import load_tokens
 from serving.client import SynthClient
-from serving.config import BALANCE_SAMPLING, BatcherConfig, LimitsConfig, RuntimeConfig, ServerConfig
+from serving.config import BatcherConfig, LimitsConfig, RuntimeConfig, ServerConfig
 from serving.tls import ClientTls
-from synthserve.contract import SamplingOptions
+from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
 
 __all__ = ["TOKENS_ENV", "TOKEN_ENV", "build_parser", "main"]
 

@@ -5,12 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthserve.contract import SamplingOptions
-
-# Balance's default: best of 5 candidates by the model's own posterior. Chosen on the quality benchmark's 20
-# development datasets (the option that beat SMOTE on the most metrics, then the highest F1) and measured on
-# all 100 KEEL datasets: docs/quality.md.
-BALANCE_SAMPLING = SamplingOptions(temperature=1.0, best_of=5)
+from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
 
 __all__ = ["BatcherConfig", "LimitsConfig", "RuntimeConfig", "ServerConfig"]
 

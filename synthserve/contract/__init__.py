@@ -20,6 +20,7 @@ from synthserve.contract.manifest import (
 )
 from synthserve.contract.noise import draw_noise, noise_row_width
 from synthserve.contract.sampling import (
+    BALANCE_SAMPLING,
     MAX_BEST_OF,
     MAX_TEMPERATURE,
     PLAIN_SAMPLING,
@@ -31,6 +32,7 @@ from synthserve.contract.sampling import (
 )
 
 __all__ = [
+    "BALANCE_SAMPLING",
     "FORMAT_VERSION",
     "MAX_BEST_OF",
     "MAX_TEMPERATURE",

@@ -12,10 +12,9 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.config import BALANCE_SAMPLING
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
-from synthserve.contract import SamplingOptions, draw_noise
+from synthserve.contract import BALANCE_SAMPLING, SamplingOptions, draw_noise
 from tests.serving.conftest import ServerThread, make_config
 from tests.serving.fixture_store import CATEGORIES, MEANS, SCALE, expected_log_prob
 from tests.serving.helpers import labels_of, rows_of, table_of
