@@ -16,7 +16,7 @@ from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
 from serving.tables import decode_labels, decode_table, encode_table
-from synthserve.contract import PLAIN_SAMPLING, SamplingOptions
+from synthserve.contract import BALANCE_SAMPLING, PLAIN_SAMPLING, SamplingOptions
 
 _StreamMessage = TypeVar("_StreamMessage", pb.SampleStreamResponse, pb.BalanceResponse)
 
@@ -110,7 +110,7 @@ def _echo(options: SamplingOptions) -> pb.SamplingOptions:
 
 
 class SynthesizerService(pb_grpc.SynthesizerServicer):
-    def __init__(self, engine: Engine, balance_sampling: SamplingOptions = PLAIN_SAMPLING) -> None:
+    def __init__(self, engine: Engine, balance_sampling: SamplingOptions = BALANCE_SAMPLING) -> None:
         self._engine = engine
         self._balance_sampling = balance_sampling  # for the fields a Balance request leaves out
 
