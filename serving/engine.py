@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import math
 import secrets
@@ -24,8 +25,6 @@ from serving.config import BatcherConfig, LimitsConfig
 from serving.errors import InvalidArgument, NotSupported
 from serving.registry import LoadedModel, Registry
 from synthserve.contract import (
-    MAX_BEST_OF,
-    MAX_TEMPERATURE,
     PLAIN_SAMPLING,
     SCORING_STREAM_OFFSET,
     GraphSpec,
@@ -135,22 +134,23 @@ class Engine:
     ) -> SamplingOptions:
         """The request's options (absent fields from `defaults`; best_of 1 where the model cannot select), or
         InvalidArgument / NotSupported naming the field and its limit."""
-        temperature = defaults.temperature if temperature is None else temperature
-        if not 0.0 < temperature <= MAX_TEMPERATURE:
-            raise InvalidArgument(f"sampling.temperature must be in (0, {MAX_TEMPERATURE}], got {temperature}")
+        try:  # the contract's own bounds, with the request's field path in front
+            options = SamplingOptions(
+                defaults.temperature if temperature is None else temperature, 1 if best_of is None else best_of
+            )
+        except ValueError as exc:
+            raise InvalidArgument(f"sampling.{exc}") from None
         can_select = model.manifest.schema.label is not None and any(
             t.name == "posterior" for t in getattr(model.manifest.graphs.get("log_prob"), "outputs", ())
         )
         if best_of is None:
-            return SamplingOptions(temperature, defaults.best_of if can_select else 1)
-        if not 1 <= best_of <= MAX_BEST_OF:
-            raise InvalidArgument(f"sampling.best_of must be in [1, {MAX_BEST_OF}], got {best_of}")
+            return dataclasses.replace(options, best_of=defaults.best_of if can_select else 1)
         if best_of > 1 and not can_select:
             raise NotSupported(
                 f"sampling.best_of {best_of}: model {model.name!r} ({model.manifest.family}) has no class posterior "
                 "to choose by (needs a conditional model with a log_prob graph)"
             )
-        return SamplingOptions(temperature, best_of)
+        return options
 
     def plan_sample(
         self,
