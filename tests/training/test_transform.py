@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from synthserve.contract import Column, Schema
-from training.transform import MAX_KNOTS, FeatureCodec, fit_transform
+from training.transform import MAX_KNOTS, FeatureCodec, _search_table, _segment, fit_transform
 
 
 def _schema() -> Schema:
@@ -66,3 +67,18 @@ def test_round_trip_and_log_jacobian() -> None:
         numeric = torch.log((z_b[:, 0] - z_a[:, 0]) / step)
         np.testing.assert_allclose(numeric.numpy()[same], log_det_x.numpy()[same], atol=2e-3)
         assert torch.isfinite(log_det).all()
+
+
+@pytest.mark.parametrize("n_knots", [2, 3, 4, 5, 17, 33, MAX_KNOTS])
+def test_segment_search_matches_searchsorted(n_knots: int) -> None:
+    rng = np.random.default_rng(n_knots)
+    knots = np.sort(rng.normal(size=(3, n_knots)), axis=1).astype(np.float32)
+    inner = knots[:, 1:-1]
+    # Random values, every knot exactly, and the infinities.
+    x = np.concatenate([rng.normal(scale=2.0, size=(200, 3)), knots.T, np.full((2, 3), [[-np.inf], [np.inf]])])
+    x = x.astype(np.float32)
+    table, n_steps = _search_table(torch.from_numpy(knots))
+    segment = _segment(torch.from_numpy(x), table, n_steps, n_knots - 1).numpy()
+    expected = np.stack([np.searchsorted(inner[s], x[:, s], side="right") for s in range(3)], axis=1)
+    expected = np.minimum(expected, n_knots - 2)
+    np.testing.assert_array_equal(segment, expected)

@@ -31,8 +31,7 @@ class FlowConfig:
 class AffineCoupling(nn.Module):
     """y = x after permutation; y_b = x_b * exp(s(x_a, c)) + t(x_a, c). Exact inverse and log|det J|."""
 
-    permutation: Tensor
-    inverse_permutation: Tensor
+    permute: Tensor
 
     def __init__(self, dim: int, n_cond: int, hidden: int, max_log_scale: float, permutation: Tensor) -> None:
         super().__init__()
@@ -43,8 +42,9 @@ class AffineCoupling(nn.Module):
         assert isinstance(last, nn.Linear)
         nn.init.zeros_(last.weight)  # starts as the identity
         nn.init.zeros_(last.bias)
-        self.register_buffer("permutation", permutation)
-        self.register_buffer("inverse_permutation", torch.argsort(permutation))
+        # (x @ permute)[:, i] == x[:, permutation[i]], exactly: a 0/1 matrix product on these few columns costs
+        # a fraction of a Gather along the column axis in ONNX Runtime.
+        self.register_buffer("permute", torch.eye(dim)[:, permutation])
 
     def _shift_scale(self, x_a: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = self.net(torch.cat([x_a, cond], dim=1)).chunk(2, dim=1)
@@ -52,7 +52,7 @@ class AffineCoupling(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, D] -> (y [B, D], log|det J| [B])."""
-        x = x[:, self.permutation]
+        x = x @ self.permute
         x_a, x_b = x[:, : self.split], x[:, self.split :]
         shift, log_scale = self._shift_scale(x_a, cond)
         return torch.cat([x_a, x_b * torch.exp(log_scale) + shift], dim=1), log_scale.sum(1)
@@ -61,7 +61,7 @@ class AffineCoupling(nn.Module):
         y_a, y_b = y[:, : self.split], y[:, self.split :]
         shift, log_scale = self._shift_scale(y_a, cond)
         x = torch.cat([y_a, (y_b - shift) * torch.exp(-log_scale)], dim=1)
-        return x[:, self.inverse_permutation]
+        return x @ self.permute.T
 
 
 class FlowModel(GenerativeModel):
