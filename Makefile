@@ -9,7 +9,7 @@ MODEL_STORE ?= model_store
 PIP = $(VENV)/bin/pip
 PY = $(VENV)/bin/python
 
-.PHONY: install install-serve test lint serve models bench bench-torchserve soak quality proto clean
+.PHONY: install install-serve test lint serve models bench bench-graphs bench-torchserve soak quality proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ models: $(VENV)/.installed
 
 bench: install
 	$(PY) benchmarks/serving.py
+
+# Each exported graph alone on one ONNX Runtime thread: the ceilings under the server.
+bench-graphs: $(VENV)/.installed
+	$(PY) benchmarks/graphs.py
 
 bench-torchserve: install
 	$(PY) benchmarks/torchserve_vs_synthserve.py

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from synthserve.contract import Schema
 
-__all__ = ["MAX_KNOTS", "ROWS_PER_KNOT", "FeatureCodec", "TransformParams", "fit_transform"]
+__all__ = ["MAX_KNOTS", "ROWS_PER_KNOT", "FeatureCodec", "PiecewiseLinear", "TransformParams", "fit_transform"]
 
 MAX_KNOTS = 64
 ROWS_PER_KNOT = 10
@@ -114,64 +114,96 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
 
 
 def _take(values: Tensor, index: Tensor) -> Tensor:
-    """values [N], index [B, S] int64 -> values[index] [B, S] (one ONNX Gather, not GatherND with transposes)."""
-    return values.index_select(0, index.reshape(-1)).reshape(index.shape)
+    """values [N, ...], index [B, S] int64 -> values[index] [B, S, ...]: one ONNX Gather, no GatherND or transposes."""
+    return values.index_select(0, index.reshape(-1)).reshape(*index.shape, *values.shape[1:])
 
 
-def _search_table(knots: Tensor) -> tuple[Tensor, int]:
-    """Each column's interior knots padded with +inf to 2^m - 1 entries, flattened: the table of a binary search.
+def _cells(x: Tensor, origin: Tensor, scale: Tensor, n_cells: int) -> Tensor:
+    """Grid cell of each value, x [B, S] -> [B, S] int64 in [0, n_cells). Monotone in x: float32 subtraction and
+    multiplication round monotonically, floor and clip are monotone (NaN goes to cell 0)."""
+    scaled = (x - origin) * scale
+    scaled = torch.where(torch.isnan(scaled), torch.zeros_like(scaled), scaled)
+    return torch.clamp(torch.floor(scaled), 0, n_cells - 1).long()
 
-    knots [S, K] -> (table [S * (2^m - 1)], m) with 2^m - 1 >= K - 2.
+
+# Grid sizes tried per map: the fewest search steps wins, then the smallest table; a map's table holds at most
+# GRID_MAX_ENTRIES cells over all its columns (it ships in every graph file).
+GRID_CELLS = (16, 32, 64, 128, 256, 512, 1024)
+GRID_MAX_ENTRIES = 16_384
+
+
+def _grid(inner: Tensor, origin: Tensor, span: Tensor, n_cells: int) -> tuple[Tensor, np.ndarray]:
+    """(scale [S, 1], interior knots per cell [S, n_cells]) of `n_cells` cells over each column's interior knots."""
+    scale = torch.where(span > 0, n_cells / span, torch.zeros_like(span))
+    cells = _cells(inner, origin, scale, n_cells).numpy()
+    counts = np.zeros((len(cells), n_cells), dtype=np.int64)
+    for column, column_cells in enumerate(cells):
+        counts[column] = np.bincount(column_cells, minlength=n_cells)
+    return scale, counts
+
+
+class PiecewiseLinear(nn.Module):
+    """Column-wise monotone piecewise-linear maps through knots (in [S, K] -> out [S, K]), linear beyond the ends.
+
+    x lies in segment s (0 <= s <= K-2) when exactly s interior knots are <= x. That count comes from a uniform
+    grid over each column's interior knots: the knots in cells below x's cell are all <= x and those above all
+    > x, because the grid cell is computed by the same float32 ops when the grid is built and in the graph and
+    those ops are monotone; a binary search over the few knots sharing x's cell finishes the count exactly.
+    Per value: one gather for the cell, `n_steps` (usually 1-2) for the search, one for the segment's
+    (start in, start out, slope). `torch.searchsorted` does not export to ONNX; comparing x with every knot costs
+    K elements per value (half of a sampling graph's time), a plain binary search log2(K) gathers and graph
+    nodes, which a one-row run pays for node by node.
     """
-    n_inner = knots.shape[1] - 2
-    n_steps = max(n_inner, 0).bit_length()
-    padded = torch.full((knots.shape[0], 2**n_steps - 1), math.inf, dtype=knots.dtype)
-    padded[:, :n_inner] = knots[:, 1:-1]
-    return padded.reshape(-1), n_steps
 
+    origin: Tensor
+    scale: Tensor
+    starts: Tensor
+    knots: Tensor
+    segments: Tensor
 
-def _segment(x: Tensor, table: Tensor, n_steps: int, n_segments: int) -> Tensor:
-    """Per column, the number of interior knots <= x, i.e. x's segment: x [B, S] -> [B, S] int32 in [0, K-2].
+    def __init__(self, knots_in: Tensor, knots_out: Tensor) -> None:
+        super().__init__()
+        n_columns, n_knots = knots_in.shape
+        inner = knots_in[:, 1:-1]  # [S, n]
+        n_inner = inner.shape[1]
+        origin = inner[:, :1] if n_inner else torch.zeros(n_columns, 1)
+        span = (inner[:, -1:] - origin) if n_inner > 1 else torch.zeros(n_columns, 1)
+        allowed = [n for n in GRID_CELLS if n * n_columns <= GRID_MAX_ENTRIES] or [GRID_CELLS[0]]
+        grids = {n_cells: _grid(inner, origin, span, n_cells) for n_cells in allowed}
+        self.n_cells = min(grids, key=lambda n_cells: (int(grids[n_cells][1].max(initial=0)).bit_length(), n_cells))
+        scale, counts = grids[self.n_cells]
+        self.n_steps = int(counts.max(initial=0)).bit_length()
+        width = max(n_inner + 2**self.n_steps - 1, n_knots - 1)  # per column: search window and segment rows
+        starts = np.cumsum(counts, axis=1) - counts + np.arange(n_columns)[:, None] * width  # [S, G]
+        knots = torch.full((n_columns, width), math.inf)
+        knots[:, :n_inner] = inner
+        slope = (knots_out[:, 1:] - knots_out[:, :-1]) / (knots_in[:, 1:] - knots_in[:, :-1])
+        segments = torch.stack([knots_in[:, :-1], knots_out[:, :-1], slope], dim=-1)  # [S, K-1, 3]
+        # Counts past the last interior knot (x = +inf passes the +inf padding) land on copies of the last segment.
+        segments = torch.cat([segments, segments[:, -1:].expand(-1, width - (n_knots - 1), -1)], dim=1)
+        self.register_buffer("origin", origin.reshape(-1))
+        self.register_buffer("scale", scale.reshape(-1))
+        # int32 in the file (ONNX Runtime folds the cast once at load): half the bytes of the widest table.
+        self.register_buffer("starts", torch.as_tensor(starts.reshape(-1), dtype=torch.int32))
+        self.register_buffer("knots", knots.reshape(-1))
+        self.register_buffer("segments", segments.reshape(-1, 3))
 
-    A binary search of `n_steps` gathers (torch.searchsorted does not export to ONNX; counting comparisons
-    against every knot costs K elements per value and was half of a sampling graph's time). Positions move by
-    arithmetic on int32, which ONNX Runtime runs twice as fast as Where on int64.
-    """
-    width = 2**n_steps - 1
-    base = (torch.arange(x.shape[1], device=x.device) * width).to(torch.int32)  # [S] each column's table start
-    position = torch.zeros_like(x, dtype=torch.int32) + base
-    for step in (2**i for i in reversed(range(n_steps))):
-        position = position + (_take(table, position + (step - 1)) <= x).to(torch.int32) * step
-    # An infinite x passes the +inf padding; the last segment extends to infinity.
-    return torch.clamp(position - base, max=n_segments - 1)
-
-
-def _segment_table(knots_in: Tensor, knots_out: Tensor) -> Tensor:
-    """Per column and segment (start in, start out, slope): [S, K-1, 3], so a map needs one Gather, not three."""
-    slope = (knots_out[:, 1:] - knots_out[:, :-1]) / (knots_in[:, 1:] - knots_in[:, :-1])
-    return torch.stack([knots_in[:, :-1], knots_out[:, :-1], slope], dim=-1)
-
-
-def _piecewise(x: Tensor, search: tuple[Tensor, int], segments: Tensor) -> tuple[Tensor, Tensor]:
-    """Evaluate the piecewise-linear maps column-wise: x [B, S], segments [S, K-1, 3] -> (y [B, S], slope [B, S])."""
-    n_columns, n_segments = segments.shape[0], segments.shape[1]
-    segment = _segment(x, search[0], search[1], n_segments)
-    flat = segment + (torch.arange(n_columns, device=x.device) * n_segments).to(torch.int32)
-    table = segments.reshape(-1, 3)
-    start_in, start_out, k = table.index_select(0, flat.reshape(-1)).reshape(*flat.shape, 3).unbind(-1)
-    return start_out + k * (x - start_in), k
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, S] -> (y [B, S], dy/dx [B, S])."""
+        column = torch.arange(x.shape[1], device=x.device)
+        cell = _cells(x, self.origin, self.scale, self.n_cells) + column * self.n_cells
+        position = _take(self.starts.long(), cell)
+        for step in (2**i for i in reversed(range(self.n_steps))):
+            passed = (_take(self.knots, position + (step - 1)) <= x).long()
+            position = position + (passed * step if step > 1 else passed)
+        start_in, start_out, slope = _take(self.segments, position).unbind(-1)
+        return start_out + slope * (x - start_in), slope
 
 
 class FeatureCodec(nn.Module):
     """Torch side of the transform, exported inside every graph (parameters are buffers)."""
 
     discrete: Tensor
-    x_knots: Tensor
-    z_knots: Tensor
-    x_search: Tensor
-    z_search: Tensor
-    forward_segments: Tensor
-    inverse_segments: Tensor
     lower: Tensor
     upper: Tensor
     place_scalar: Tensor
@@ -187,13 +219,8 @@ class FeatureCodec(nn.Module):
         x = torch.as_tensor(params.x_knots, dtype=torch.float32)
         z = torch.as_tensor(params.z_knots, dtype=torch.float32)
         self.register_buffer("discrete", torch.as_tensor(params.discrete, dtype=torch.bool))
-        self.register_buffer("x_knots", x)
-        self.register_buffer("z_knots", z)
-        x_search, self.search_steps = _search_table(x)
-        self.register_buffer("x_search", x_search)
-        self.register_buffer("z_search", _search_table(z)[0])
-        self.register_buffer("forward_segments", _segment_table(x, z))
-        self.register_buffer("inverse_segments", _segment_table(z, x))
+        self.forward_map = PiecewiseLinear(x, z)  # original units -> normal scores
+        self.inverse_map = PiecewiseLinear(z, x)
         self.register_buffer("lower", torch.as_tensor(params.lower, dtype=torch.float32))
         self.register_buffer("upper", torch.as_tensor(params.upper, dtype=torch.float32))
         # Scatter matrices place scalar and categorical columns back into row order without index_put.
@@ -221,7 +248,7 @@ class FeatureCodec(nn.Module):
         x = rows @ self.place_scalar.T  # the scalar columns, exactly (a Gemm; indexing exports as GatherND)
         offset = torch.full_like(x, 0.5) if dequant is None else dequant
         x = x + offset * self.discrete.to(x.dtype)
-        z, slope = _piecewise(x, (self.x_search, self.search_steps), self.forward_segments)
+        z, slope = self.forward_map(x)
         return z, torch.log(slope).sum(-1), onehot
 
     def from_model(self, z: Tensor, codes: Tensor | None) -> Tensor:
@@ -229,7 +256,7 @@ class FeatureCodec(nn.Module):
         if self.n_scalar == 0:
             assert codes is not None
             return codes @ self.place_codes
-        x, _ = _piecewise(z, (self.z_search, self.search_steps), self.inverse_segments)
+        x, _ = self.inverse_map(z)
         floored = torch.minimum(torch.maximum(torch.floor(x), self.lower), self.upper)
         x = torch.where(self.discrete, floored, x)
         rows = x @ self.place_scalar

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from synthserve.contract import Column, Schema
-from training.transform import MAX_KNOTS, FeatureCodec, _search_table, _segment, fit_transform
+from training.transform import MAX_KNOTS, FeatureCodec, PiecewiseLinear, fit_transform
 
 
 def _schema() -> Schema:
@@ -54,14 +54,13 @@ def test_round_trip_and_log_jacobian() -> None:
         back = codec.from_model(z, codes).numpy()
         np.testing.assert_allclose(back, rows, rtol=1e-5, atol=1e-5)
         # Within a segment the map is linear: finite differences equal the analytic log-derivative.
-        single = FeatureCodec(
-            fit_transform(rows[:, :1], Schema((_schema().columns[0],)), categorical=encoding, seed=0), 1
-        )
+        single_params = fit_transform(rows[:, :1], Schema((_schema().columns[0],)), categorical=encoding, seed=0)
+        single = FeatureCodec(single_params, 1)
         step = 1e-2
         x0 = x[:, :1].double().float()
         z_a, log_det_x, _ = single.to_model(x0)
         z_b, _, _ = single.to_model(x0 + step)
-        knots = single.x_knots[0].numpy()
+        knots = single_params.x_knots[0]
         same = np.searchsorted(knots, x0[:, 0].numpy()) == np.searchsorted(knots, (x0[:, 0] + step).numpy())
         assert same.mean() > 0.5
         numeric = torch.log((z_b[:, 0] - z_a[:, 0]) / step)
@@ -69,16 +68,32 @@ def test_round_trip_and_log_jacobian() -> None:
         assert torch.isfinite(log_det).all()
 
 
-@pytest.mark.parametrize("n_knots", [2, 3, 4, 5, 17, 33, MAX_KNOTS])
-def test_segment_search_matches_searchsorted(n_knots: int) -> None:
-    rng = np.random.default_rng(n_knots)
-    knots = np.sort(rng.normal(size=(3, n_knots)), axis=1).astype(np.float32)
+def _knot_sets() -> list[np.ndarray]:
+    """[S, K] knots: random, skewed (dense at one end, as for long-tailed columns), wide, and the smallest sizes."""
+    rng = np.random.default_rng(0)
+    sets = [np.sort(rng.normal(size=(3, k)), axis=1) for k in (2, 3, 4, 5, 17, MAX_KNOTS)]
+    sets.append(np.stack([np.sort(rng.lognormal(sigma=3.0, size=MAX_KNOTS)), np.linspace(-1e4, 1e4, MAX_KNOTS)]))
+    sets.append(np.concatenate([[0.0], np.cumsum(rng.exponential(size=MAX_KNOTS - 1) ** 4)])[None])
+    return [s.astype(np.float32) for s in sets if (np.diff(s, axis=1) > 0).all()]
+
+
+@pytest.mark.parametrize("knots", _knot_sets(), ids=lambda k: f"{k.shape[0]}x{k.shape[1]}")
+def test_piecewise_map_finds_the_segment_searchsorted_finds(knots: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    n_columns, n_knots = knots.shape
     inner = knots[:, 1:-1]
-    # Random values, every knot exactly, and the infinities.
-    x = np.concatenate([rng.normal(scale=2.0, size=(200, 3)), knots.T, np.full((2, 3), [[-np.inf], [np.inf]])])
-    x = x.astype(np.float32)
-    table, n_steps = _search_table(torch.from_numpy(knots))
-    segment = _segment(torch.from_numpy(x), table, n_steps, n_knots - 1).numpy()
-    expected = np.stack([np.searchsorted(inner[s], x[:, s], side="right") for s in range(3)], axis=1)
-    expected = np.minimum(expected, n_knots - 2)
-    np.testing.assert_array_equal(segment, expected)
+    # Random values over and beyond the range, every knot exactly, its float32 neighbours, and the infinities.
+    spread = knots[:, -1:] - knots[:, :1] + 1.0
+    x = [knots[:, :1] + spread * rng.uniform(-0.5, 1.5, size=(n_columns, 500)), knots]
+    x += [np.nextafter(knots, np.inf), np.nextafter(knots, -np.inf), np.full((n_columns, 2), [-np.inf, np.inf])]
+    x = np.concatenate(x, axis=1).T.astype(np.float32)  # [B, S]
+    out = np.cumsum(rng.uniform(0.1, 1.0, size=knots.shape), axis=1).astype(np.float32)
+    y, slope = PiecewiseLinear(torch.from_numpy(knots), torch.from_numpy(out))(torch.from_numpy(x))
+    segment = np.stack([np.searchsorted(inner[s], x[:, s], side="right") for s in range(n_columns)], axis=1)
+    segment = np.minimum(segment, n_knots - 2)
+    columns = np.arange(n_columns)
+    start_in, start_out = knots[columns, segment], out[columns, segment]
+    expected_slope = (out[columns, segment + 1] - start_out) / (knots[columns, segment + 1] - start_in)
+    np.testing.assert_array_equal(slope.numpy(), expected_slope)
+    finite = np.isfinite(x)
+    np.testing.assert_array_equal(y.numpy()[finite], (start_out + expected_slope * (x - start_in))[finite])

@@ -1,0 +1,119 @@
+"""Graph benchmark: each exported ONNX graph alone on one ONNX Runtime thread, the ceiling under the server.
+
+For every model of `--model-store` and each of its graphs: rows/s at `--batch-rows` (noise and rows prepared
+beforehand, so only the session runs) and the latency of a one-row run. With `--baseline-store`, the same
+models of that store are timed in the same run, alternating with the first, and the speed-up is printed.
+Usage: python benchmarks/graphs.py [--model-store model_store] [--baseline-store DIR] [--models a,b]
+"""
+
+# ruff: noqa: E402  (sys.path is fixed before the package imports, see below)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as `python benchmarks/graphs.py`, the repository root must lead sys.path (see benchmarks/serving.py).
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from synthserve.contract import GraphSpec, Manifest, load_manifest, noise_feeds
+
+
+@dataclass(frozen=True)
+class Timing:
+    rows_per_s: float
+    one_row_us: float
+
+
+def _latest(store: Path, name: str) -> Path:
+    versions = [int(p.name) for p in (store / name).iterdir() if p.name.isdigit()]
+    return store / name / str(max(versions))
+
+
+def _feeds(manifest: Manifest, spec: GraphSpec, rows: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Inputs of `spec` for n rows: server-rule noise, labels cycling over the classes, rows of the sample graph."""
+    feeds = noise_feeds(spec, seed=1, start_row=0, n_rows=n)
+    n_classes = manifest.schema.n_classes
+    for tensor in spec.inputs:
+        if tensor.role == "label":
+            feeds[tensor.name] = np.arange(n, dtype=np.int64) % max(n_classes, 1)
+        elif tensor.role == "rows":
+            feeds[tensor.name] = rows[:n]
+    return feeds
+
+
+def _seconds_per_run(run: Callable[[], object], min_s: float) -> float:
+    run()
+    runs, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < min_s:
+        run()
+        runs += 1
+    return elapsed / runs
+
+
+class GraphTimer:
+    """The sessions of one model version, timed graph by graph."""
+
+    def __init__(self, directory: Path, batch_rows: int) -> None:
+        self.manifest = load_manifest(directory / "manifest.json")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.sessions = {
+            name: ort.InferenceSession(str(directory / spec.file), options, providers=["CPUExecutionProvider"])
+            for name, spec in self.manifest.graphs.items()
+        }
+        sample = self.manifest.graphs["sample"]
+        self.rows = self.sessions["sample"].run(None, _feeds(self.manifest, sample, np.empty(0), batch_rows))[0]
+        self.batch_rows = batch_rows
+
+    def time(self, graph: str, min_s: float) -> Timing:
+        session, spec = self.sessions[graph], self.manifest.graphs[graph]
+        big = _feeds(self.manifest, spec, self.rows, self.batch_rows)
+        one = _feeds(self.manifest, spec, self.rows, 1)
+        per_batch = _seconds_per_run(lambda: session.run(None, big), min_s)
+        per_row = _seconds_per_run(lambda: session.run(None, one), min_s / 2)
+        return Timing(self.batch_rows / per_batch, 1e6 * per_row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-store", type=Path, default=ROOT / "model_store")
+    parser.add_argument("--baseline-store", type=Path, default=None, help="time these versions too, side by side")
+    parser.add_argument("--models", default=None, help="comma-separated subset (default: every model in the store)")
+    parser.add_argument("--batch-rows", type=int, default=2048)
+    parser.add_argument("--min-s", type=float, default=0.5, help="seconds of runs per figure")
+    args = parser.parse_args(argv)
+    names = args.models.split(",") if args.models else sorted(p.name for p in args.model_store.iterdir() if p.is_dir())
+    load = os.getloadavg()[0]
+    print(f"# graph benchmark: one ONNX Runtime thread, batch {args.batch_rows:,}, load average {load:.1f}")
+    header = f"{'model':<20} {'graph':<9} {'rows/s':>10} {'1-row us':>9}"
+    print(header + (f" {'baseline rows/s':>16} {'1-row us':>9} {'speed-up':>9}" if args.baseline_store else ""))
+    for name in names:
+        timer = GraphTimer(_latest(args.model_store, name), args.batch_rows)
+        baseline = GraphTimer(_latest(args.baseline_store, name), args.batch_rows) if args.baseline_store else None
+        for graph in timer.manifest.graphs:
+            now = timer.time(graph, args.min_s)
+            extra = ""
+            if baseline is not None:
+                # Before, between and after: a change in the machine's speed meets both stores alike.
+                before = baseline.time(graph, args.min_s)
+                again = timer.time(graph, args.min_s)
+                now = Timing((now.rows_per_s + again.rows_per_s) / 2, (now.one_row_us + again.one_row_us) / 2)
+                speed_up = now.rows_per_s / before.rows_per_s
+                extra = f" {before.rows_per_s:>16,.0f} {before.one_row_us:>9.0f} {speed_up:>8.2f}x"
+            print(f"{name:<20} {graph:<9} {now.rows_per_s:>10,.0f} {now.one_row_us:>9.0f}{extra}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
