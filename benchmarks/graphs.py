@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from synthserve.contract import GraphSpec, Manifest, load_manifest, noise_feeds
+from synthserve.contract import GraphSpec, Manifest, load_manifest, model_versions, noise_feeds
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,7 @@ class Timing:
 
 
 def _latest(store: Path, name: str) -> Path:
-    versions = [int(p.name) for p in (store / name).iterdir() if p.name.isdigit()]
-    return store / name / str(max(versions))
+    return store / name / str(model_versions(store / name)[-1])
 
 
 def _feeds(manifest: Manifest, spec: GraphSpec, rows: np.ndarray, n: int) -> dict[str, np.ndarray]:

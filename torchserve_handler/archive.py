@@ -22,7 +22,7 @@ import yaml
 import synthserve
 import synthserve.contract
 import torchserve_handler
-from synthserve.contract import ManifestError, load_manifest
+from synthserve.contract import ManifestError, load_manifest, model_versions
 from synthserve.contract.manifest import MANIFEST_FILE
 from torchserve_handler.errors import ArtifactError
 from torchserve_handler.model import verify_graph_files
@@ -63,7 +63,7 @@ class ArchiveConfig:
 def resolve_version(model_store: Path, name: str, version: int | None) -> Path:
     """The version directory to archive; readers ignore directories whose name is not a positive integer."""
     model_dir = model_store / name
-    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    versions = model_versions(model_dir)
     if not versions:
         raise ArtifactError(f"{model_dir}: no model versions (expected positive integer directories)")
     if version is None:

@@ -183,7 +183,7 @@ class PiecewiseLinear(nn.Module):
         segments = torch.cat([segments, segments[:, -1:].expand(-1, width - (n_knots - 1), -1)], dim=1)
         self.register_buffer("origin", origin.reshape(-1))
         self.register_buffer("scale", scale.reshape(-1))
-        # int32 in the file (ONNX Runtime folds the cast once at load): half the bytes of the widest table.
+        # int32 in model.pt (half the bytes of the widest table); the ONNX exporter folds the cast to int64.
         self.register_buffer("starts", torch.as_tensor(starts.reshape(-1), dtype=torch.int32))
         self.register_buffer("knots", knots.reshape(-1))
         self.register_buffer("segments", segments.reshape(-1, 3))

@@ -25,6 +25,7 @@ from synthserve.contract import (
     Manifest,
     SamplingOptions,
     load_manifest,
+    model_versions,
     noise_feeds,
     sample_rows,
 )
@@ -130,10 +131,10 @@ def train_model(csv_path: Path, name: str, model_store: Path, config: TrainConfi
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise TrainingFailed(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    versions = [p for p in (model_store / name).iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+    versions = model_versions(model_store / name)
     if not versions:
         raise TrainingFailed(f"{' '.join(argv)} exported no version under {model_store / name}")
-    return TrainResult(max(versions, key=lambda p: int(p.name)), wall_s, cpu_s)
+    return TrainResult(model_store / name / str(versions[-1]), wall_s, cpu_s)
 
 
 class OnnxModel:

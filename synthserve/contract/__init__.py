@@ -4,7 +4,7 @@ Both sides import this package; it imports nothing but numpy and the standard li
 one-way rule (training never imports serving and vice versa) holds while the format has one definition.
 """
 
-from synthserve.contract.files import sha256_file
+from synthserve.contract.files import model_versions, sha256_file
 from synthserve.contract.labels import largest_remainder
 from synthserve.contract.manifest import (
     FORMAT_VERSION,
@@ -51,6 +51,7 @@ __all__ = [
     "draw_noise",
     "largest_remainder",
     "load_manifest",
+    "model_versions",
     "noise_feeds",
     "noise_row_width",
     "sample_rows",

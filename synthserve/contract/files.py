@@ -1,11 +1,11 @@
-"""File checksums: the manifest's `files` map, computed by training and verified by every reader."""
+"""Files of the store: a model's version directories, and the checksums of the manifest's `files` map."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-__all__ = ["sha256_file"]
+__all__ = ["model_versions", "sha256_file"]
 
 
 def sha256_file(path: Path) -> str:
@@ -15,3 +15,10 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_versions(model_dir: Path) -> list[int]:
+    """The versions under `model_dir`, ascending: readers ignore directories whose name is not a positive integer."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)

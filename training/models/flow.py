@@ -43,8 +43,8 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(last.weight)  # starts as the identity
         nn.init.zeros_(last.bias)
         # (x @ permute)[:, i] == x[:, permutation[i]], exactly: a 0/1 matrix product on these few columns costs
-        # a fraction of a Gather along the column axis in ONNX Runtime. Stored as bool (a quarter of the bytes in
-        # every graph file); ONNX Runtime folds the cast once at load.
+        # a fraction of a Gather along the column axis in ONNX Runtime. Stored as bool: model.pt keeps it so; the
+        # ONNX exporter folds the cast into a float32 initializer.
         self.register_buffer("permute", torch.eye(dim, dtype=torch.bool)[:, permutation])
 
     def _shift_scale(self, x_a: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
