@@ -183,7 +183,7 @@ def baseline_rows_per_s(model: LoadedModel, batch_rows: int, threads: int, durat
     """The same work without gRPC: noise from a seed, one session run, the columnar output buffers."""
     manifest = model.manifest
     spec = manifest.graphs["sample"]
-    label_input = next((t.name for t in spec.inputs if t.role == "label"), None)
+    label_input = spec.input_named("label")
     runs = None
     if manifest.schema.label is not None:
         counts = largest_remainder(batch_rows, manifest.schema.label.priors)

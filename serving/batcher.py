@@ -3,10 +3,15 @@
 One `Batcher` per (model, version, graph). Requests submit chunks of at most `max_batch_rows` rows with a
 `make_feeds` callable that builds the chunk's inputs (noise drawn from the request's own seed and row
 indices), so a chunk's output never depends on what it is batched with. A batch closes when it holds
-`max_batch_rows` rows, when its oldest chunk has waited `max_queue_delay_s`, or at once when a worker slot is
-idle (`dispatch_when_idle`). Before it runs, cancelled chunks and chunks past their deadline are dropped and
-never computed. Feeds are built and the session runs in worker threads, off the event loop. If a merged
-batch fails, its chunks are rerun one by one so an error reaches only the requests it belongs to.
+`max_batch_rows` rows or when its oldest chunk has waited `max_queue_delay_s`; with `early_dispatch`, also when
+waiting cannot help: at once when requests arrive one at a time (the last batch held one chunk, none other is
+queued, a worker slot is idle), and as soon as arrivals pause (none for `_PAUSE_GAPS` mean gaps between chunks
+that arrived while others waited, nor for one batch run: a closed group of callers has all come). Once requests
+share batches, a batch waits for its mates even with a worker idle: under load, each batch's fixed cost (a
+session run, the hop to a worker thread) is what bounds small-request throughput. Before it runs, cancelled
+chunks and chunks past their deadline are dropped and never computed. Feeds are built and the session runs in
+worker threads, off the event loop. If a merged batch fails, its chunks are rerun one by one so an error reaches
+only the requests it belongs to.
 A hot reload that retires the version `drain`s its batchers: chunks already queued run to completion (the
 runtime stays referenced until then), new chunks are refused with NOT_FOUND, except those of a request that
 `hold`s the batcher (a stream that began before the reload): it is served to its end.
@@ -32,6 +37,9 @@ __all__ = ["Batcher", "FeedBuilder", "RunGraph"]
 
 FeedBuilder = Callable[[], dict[str, np.ndarray]]
 RunGraph = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+
+_WEIGHT = 0.125  # of the newest gap or run time in its running mean
+_PAUSE_GAPS = 2.0  # no arrival for this many mean gaps: the batch closes
 
 
 @dataclass(eq=False)
@@ -62,6 +70,11 @@ class Batcher:
         self._holders = 0  # requests that keep the batcher serving them after it is retired (`hold`)
         self._drained = asyncio.Event()  # set once retired with nothing queued or running, or when closed
         self._running: set[asyncio.Task[None]] = set()
+        self._last_batch_chunks = 1
+        # When arrivals have paused (EWMAs): no chunk for `_PAUSE_GAPS` mean gaps between chunks that arrived while
+        # others waited, nor for one batch run (waiting less than the run a batch mate would save is cheap).
+        self._gap_s = 0.0
+        self._run_s = 0.0
         self._queued_gauge = metrics.QUEUED_ROWS.labels(model, graph)
         self._wait_hist = metrics.QUEUE_WAIT_SECONDS.labels(model, graph)
         self._rows_hist = metrics.BATCH_ROWS.labels(model, graph)
@@ -96,7 +109,10 @@ class Batcher:
                 f"{n_rows} more would exceed max_queued_rows={self._config.max_queued_rows}"
             )
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Chunk(n_rows, make_feeds, future, deadline))
+        now = time.monotonic()
+        if self._queue:
+            self._gap_s += _WEIGHT * (now - self._queue[-1].enqueued_at - self._gap_s)
+        self._queue.append(_Chunk(n_rows, make_feeds, future, deadline, now))
         self._queued_rows += n_rows
         self._queued_gauge.set(self._queued_rows)
         if len(self._queue) == 1 or self._queued_rows >= self._config.max_batch_rows:
@@ -140,12 +156,18 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             await self._slots.acquire()
-            # Wait for a full batch or the oldest chunk's delay, unless an idle slot makes waiting pointless.
-            # One timer per batch: `submit` wakes the scheduler only when the queue was empty or is now full.
+            # Wait for a full batch or the oldest chunk's delay, unless requests arrive one at a time and a slot
+            # is idle (a lone caller would only wait) or arrivals have paused. `submit` wakes the scheduler only
+            # when the queue was empty or is now full; otherwise a timer does, re-armed as the pause moves.
             while config.enabled and self._queue and self._queued_rows < config.max_batch_rows:
-                if self._retired or (config.dispatch_when_idle and not self._running):
+                alone = self._last_batch_chunks == 1 and len(self._queue) == 1 and not self._running
+                if self._retired or (config.early_dispatch and alone):
                     break
-                remaining = self._queue[0].enqueued_at + config.max_queue_delay_s - time.monotonic()
+                close_at = self._queue[0].enqueued_at + config.max_queue_delay_s
+                if config.early_dispatch:
+                    pause_s = max(_PAUSE_GAPS * self._gap_s, self._run_s)
+                    close_at = min(close_at, self._queue[-1].enqueued_at + pause_s)
+                remaining = close_at - time.monotonic()
                 if remaining <= 0:
                     break
                 self._wakeup.clear()
@@ -181,6 +203,8 @@ class Batcher:
                 continue
             batch.append(chunk)
             rows += chunk.n_rows
+        if batch:
+            self._last_batch_chunks = len(batch)
         self._queued_gauge.set(self._queued_rows)
         dispatched_at = time.monotonic()
         for chunk in batch:
@@ -227,7 +251,9 @@ class Batcher:
         rows = sum(chunk.n_rows for chunk in batch)
         started = time.perf_counter()
         outputs = self._run_graph(merged)
-        self._exec_hist.observe(time.perf_counter() - started)
+        run_s = time.perf_counter() - started
+        self._run_s += _WEIGHT * (run_s - self._run_s)
+        self._exec_hist.observe(run_s)
         self._rows_hist.observe(rows)
         self._computed.inc(rows)
         for index, output in enumerate(outputs):

@@ -88,10 +88,6 @@ class Scores:
     posteriors: np.ndarray  # [n, C]
 
 
-def _input_named(spec: GraphSpec, role: str) -> str | None:
-    return next((t.name for t in spec.inputs if t.role == role), None)
-
-
 class Engine:
     """What the gRPC servicer calls: validated plans in, numpy out."""
 
@@ -134,15 +130,15 @@ class Engine:
     ) -> SamplingOptions:
         """The request's options (absent fields from `defaults`; best_of 1 where the model cannot select), or
         InvalidArgument / NotSupported naming the field and its limit."""
+        can_select = model.selects_by_posterior
+        if temperature is None and best_of is None and (can_select or defaults.best_of == 1):
+            return defaults  # the common request: no options given, no new object
         try:  # the contract's own bounds, with the request's field path in front
             options = SamplingOptions(
                 defaults.temperature if temperature is None else temperature, 1 if best_of is None else best_of
             )
         except ValueError as exc:
             raise InvalidArgument(f"sampling.{exc}") from None
-        can_select = model.manifest.schema.label is not None and any(
-            t.name == "posterior" for t in getattr(model.manifest.graphs.get("log_prob"), "outputs", ())
-        )
         if best_of is None:
             return dataclasses.replace(options, best_of=defaults.best_of if can_select else 1)
         if best_of > 1 and not can_select:
@@ -278,7 +274,7 @@ class Engine:
         even if a reload retired them."""
         model = plan.model
         spec = model.manifest.graphs["sample"]
-        label_input = _input_named(spec, "label")
+        label_input = spec.input_named("label")
         k = plan.sampling.best_of
         labels = plan.labels.slice(start, stop) if plan.labels is not None else None
         candidate_labels = labels if labels is None or k == 1 else np.repeat(labels, k)
@@ -372,8 +368,8 @@ class Engine:
     ) -> list[np.ndarray]:
         """Outputs of `graph` over `rows`; noise rows are numbered from `start_row` on streams `stream_offset + j`."""
         spec = model.manifest.graphs[graph]
-        rows_input = _input_named(spec, "rows")
-        label_input = _input_named(spec, "label")
+        rows_input = spec.input_named("rows")
+        label_input = spec.input_named("label")
         if label_input is not None and labels is None:
             raise InvalidArgument(f"rows.labels: {graph} of model {model.name!r} needs one class index per row")
         batcher = held[graph] if held else self._batcher(model, graph)

@@ -112,18 +112,9 @@ def _model_label(request: Any, known: frozenset[str]) -> str:
     return model if model in known or not model else "unknown"
 
 
-_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-
 def _record(model: str, method: str, code: str, started: float) -> None:
-    # Labelled children cached per (model, method, code): `labels()` costs more than the update itself.
-    key = (model, method, code)
-    pair = _children.get(key)
-    if pair is None:
-        pair = (metrics.REQUESTS.labels(model, method, code), metrics.REQUEST_LATENCY_SECONDS.labels(model, method))
-        _children[key] = pair
-    pair[0].inc()
-    pair[1].observe(time.perf_counter() - started)
+    metrics.child(metrics.REQUESTS, model, method, code).inc()
+    metrics.child(metrics.REQUEST_LATENCY_SECONDS, model, method).observe(time.perf_counter() - started)
 
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):

@@ -24,6 +24,7 @@ __all__ = [
     "ROWS_GENERATED",
     "ROWS_SCORED",
     "MetricsServer",
+    "child",
 ]
 
 _log = logging.getLogger(__name__)
@@ -52,6 +53,20 @@ MODEL_VERSIONS_LOADED = Gauge("synthserve_model_versions_loaded", "Versions curr
 MODEL_LOAD_FAILURES = Counter(
     "synthserve_model_load_failures", "Versions refused (checksum, format, load error)", ["model", "reason"]
 )
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, cached: `labels()` costs more than the update itself, on every request.
+
+    Callers bound the label values (model names the server knows), so the cache stays small."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
 # Registered only when NVML finds a GPU, so a CPU-only server does not export them at all.
 GPU_UTILIZATION_RATIO = Gauge("synthserve_gpu_utilization_ratio", "NVML GPU utilization, 0..1", ["gpu"], registry=None)
 GPU_MEMORY_USED_BYTES = Gauge("synthserve_gpu_memory_used_bytes", "NVML memory used", ["gpu"], registry=None)

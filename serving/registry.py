@@ -7,6 +7,7 @@ is logged, counted in `synthserve_model_load_failures_total` and skipped; the ot
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +42,15 @@ class LoadedModel:
     manifest: Manifest
     runtime: Runtime
     manifest_mtime_ns: int = 0  # a rescan reuses this load while the manifest is unchanged
+
+    @functools.cached_property
+    def selects_by_posterior(self) -> bool:
+        """Whether best-of-k sampling can choose by this model's class posterior (a conditional model whose
+        log_prob graph outputs `posterior`)."""
+        scoring = self.manifest.graphs.get("log_prob")
+        return self.manifest.schema.label is not None and any(
+            t.name == "posterior" for t in (scoring.outputs if scoring is not None else ())
+        )
 
     @property
     def latent_dim(self) -> int:

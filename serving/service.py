@@ -165,7 +165,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         message_type: type[_StreamMessage],
     ) -> AsyncIterator[_StreamMessage]:
         """The plan's rows as labelled chunks of SampleStream or Balance, counted as generated."""
-        generated = metrics.ROWS_GENERATED.labels(model.name)
+        generated = metrics.child(metrics.ROWS_GENERATED, model.name)
         sampling = _echo(plan.sampling)
         async for start, rows, labels in self._engine.stream(plan, chunk_rows, _deadline(context)):
             generated.inc(len(rows))
@@ -176,7 +176,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
         model, plan = self._plan_sample(request, stream=False)
         rows, labels = await self._engine.generate(plan, 0, plan.n_rows, _deadline(context))
-        metrics.ROWS_GENERATED.labels(model.name).inc(plan.n_rows)
+        metrics.child(metrics.ROWS_GENERATED, model.name).inc(plan.n_rows)
         response = pb.SampleResponse(version=model.version, seed=plan.seed, sampling=_echo(plan.sampling))
         encode_table(model.manifest.schema, rows, labels, out=response.rows)
         return response
@@ -232,7 +232,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         self._engine.check_response_size("rows.num_rows", len(rows), row_bytes)
         seed = request.seed if request.HasField("seed") else 0
         scores = await self._engine.score(model, rows, seed, _deadline(context))
-        metrics.ROWS_SCORED.labels(model.name).inc(len(rows))
+        metrics.child(metrics.ROWS_SCORED, model.name).inc(len(rows))
         response = pb.ScoreDensityResponse(
             version=model.version,
             num_rows=len(rows),
@@ -259,7 +259,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         self._engine.check_response_size("rows.num_rows", len(rows), 4 * model.latent_dim)
         seed = request.seed if request.HasField("seed") else 0
         latent = await self._engine.encode(model, rows, labels, seed, _deadline(context))
-        metrics.ROWS_SCORED.labels(model.name).inc(len(rows))
+        metrics.child(metrics.ROWS_SCORED, model.name).inc(len(rows))
         return pb.EncodeResponse(
             version=model.version,
             num_rows=len(rows),

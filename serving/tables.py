@@ -6,7 +6,6 @@ buffer per column: FLOAT32 for continuous columns, INT32 for integer columns and
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +34,23 @@ class _Layout:
     int_high: np.ndarray
 
 
-@functools.lru_cache(maxsize=256)
+# By identity: hashing a schema (every column, every category label) costs more than encoding a small table.
+_LAYOUTS: dict[int, tuple[Schema, _Layout]] = {}
+_MAX_LAYOUTS = 256
+
+
 def _layout(schema: Schema) -> _Layout:
+    cached = _LAYOUTS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    layout = _build_layout(schema)
+    _LAYOUTS[id(schema)] = (schema, layout)  # holding the schema keeps its id from being reused
+    return layout
+
+
+def _build_layout(schema: Schema) -> _Layout:
     template = pb.Table()
     int_index, low, high = [], [], []
     for index, column in enumerate(schema.columns):

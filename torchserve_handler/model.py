@@ -17,7 +17,6 @@ import numpy as np
 
 from synthserve.contract import (
     PLAIN_SAMPLING,
-    GraphSpec,
     Manifest,
     ManifestError,
     SamplingOptions,
@@ -58,10 +57,6 @@ class Scores:
     log_density: np.ndarray  # [n] log p(x)
     class_log_density: np.ndarray  # [n, C] log p(x|c)
     posterior: np.ndarray  # [n, C] p(c|x)
-
-
-def _input_named(spec: GraphSpec, role: str) -> str | None:
-    return next((t.name for t in spec.inputs if t.role == role), None)
 
 
 class ExportedModel:
@@ -152,7 +147,7 @@ class ExportedModel:
                 f"(capabilities: {list(self.manifest.capabilities)})"
             )
         feeds = noise_feeds(spec, seed, 0, len(rows))
-        rows_input = _input_named(spec, "rows")
+        rows_input = spec.input_named("rows")
         assert rows_input is not None, "a log_prob graph takes rows"
         feeds[rows_input] = rows
         outputs = dict(zip((t.name for t in spec.outputs), self._run("log_prob", feeds)))

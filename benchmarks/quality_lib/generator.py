@@ -181,7 +181,7 @@ class OnnxModel:
     ) -> np.ndarray:
         """`n_rows` rows (of class `label` for conditional models) as float64 in the benchmark's column order,
         drawn by the server's rule (synthserve.contract.sample_rows: noise, temperature, best-of-k)."""
-        conditional = any(t.role == "label" for t in self.manifest.graphs["sample"].inputs)
+        conditional = self.manifest.graphs["sample"].input_named("label") is not None
         if conditional and label is None:
             raise ValueError(f"{self.version_dir}: conditional model needs a label to sample")
         labels = np.full(n_rows, self.class_index(label), dtype=np.int64) if conditional and label else None

@@ -8,6 +8,7 @@ message naming the field. docs/model_store.md explains every field.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -90,7 +91,8 @@ class TensorSpec:
     role: str  # noise | label | rows | output
     distribution: str | None = None  # noise only: normal | uniform (synthserve.contract.noise)
 
-    @property
+    # Cached (frozen specs never change): the server reads these for every request.
+    @functools.cached_property
     def row_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.shape[1:] if d is not None)
 
@@ -103,10 +105,21 @@ class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @property
+    @functools.cached_property
     def noise_inputs(self) -> tuple[TensorSpec, ...]:
         """Noise inputs in stream order: the j-th draws from noise stream j."""
         return tuple(t for t in self.inputs if t.role == "noise")
+
+    @functools.cached_property
+    def _names_by_role(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for tensor in self.inputs:
+            names.setdefault(tensor.role, tensor.name)
+        return names
+
+    def input_named(self, role: str) -> str | None:
+        """The name of the (first) input with `role` (label, rows, ...), None when the graph has none."""
+        return self._names_by_role.get(role)
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def sample_rows(
     spec = graphs["sample"]
     k = options.best_of
     feeds = noise_feeds(spec, seed, 0, n_rows * k, options.temperature)
-    label_input = next((t.name for t in spec.inputs if t.role == "label"), None)
+    label_input = spec.input_named("label")
     if label_input is not None:
         if labels is None:
             raise ValueError("a conditional model needs a class index per row")
@@ -111,6 +111,8 @@ def sample_rows(
     if labels is None or scoring is None or all(t.name != "posterior" for t in scoring.outputs):
         raise ValueError(f"best_of {k} needs a conditional model with a class posterior")
     feeds = noise_feeds(scoring, seed, 0, n_rows * k, stream_offset=SCORING_STREAM_OFFSET)
-    feeds[next(t.name for t in scoring.inputs if t.role == "rows")] = rows
+    rows_input = scoring.input_named("rows")
+    assert rows_input is not None, "a log_prob graph takes rows"
+    feeds[rows_input] = rows
     posterior = run("log_prob", feeds)[[t.name for t in scoring.outputs].index("posterior")]
     return rows[best_candidates(posterior, labels, k)]

@@ -26,7 +26,7 @@ def computed(model: str = "gauss") -> float:
 @pytest.fixture(scope="module")
 def slow_batches(store: Path) -> Iterator[ServerThread]:
     """Every batch waits 1 s for company, so requests sit in the queue long enough to expire or be cancelled."""
-    running = ServerThread(make_config(store, max_queue_delay_s=1.0, dispatch_when_idle=False))
+    running = ServerThread(make_config(store, max_queue_delay_s=1.0, early_dispatch=False))
     yield running
     running.stop()
 

@@ -36,7 +36,7 @@ def _batch_rows(graph: str = "sample") -> tuple[float, float]:
 @pytest.fixture()
 def slow_server(store: Path) -> Iterator[ServerThread]:
     """Batches close only when full or after 1.5 s: queued requests wait, deterministically."""
-    running = ServerThread(make_config(store, max_queue_delay_s=1.5, dispatch_when_idle=False, max_queued_rows=4096))
+    running = ServerThread(make_config(store, max_queue_delay_s=1.5, early_dispatch=False, max_queued_rows=4096))
     yield running
     running.stop()
 
@@ -135,7 +135,7 @@ def _feeds(value: float) -> dict[str, np.ndarray]:
 def test_an_error_reaches_only_the_request_it_belongs_to_and_cancelled_chunks_are_dropped() -> None:
     async def scenario() -> tuple[list[Any], list[int]]:
         graph = _Graph()
-        config = BatcherConfig(max_batch_rows=64, max_queue_delay_s=0.05, dispatch_when_idle=False, max_queued_rows=64)
+        config = BatcherConfig(max_batch_rows=64, max_queue_delay_s=0.05, early_dispatch=False, max_queued_rows=64)
         with ThreadPoolExecutor(2) as executor:
             batcher = Batcher("fake", "sample", graph, config, executor, slots=1)
             values = [1.0, -1.0, 3.0]
@@ -155,6 +155,98 @@ def test_an_error_reaches_only_the_request_it_belongs_to_and_cancelled_chunks_ar
     np.testing.assert_array_equal(results[2][0], [6.0, 6.0])  # type: ignore[index]
     assert isinstance(results[3], DeadlineExceeded)
     assert batches == [6, 2, 2, 2]  # one merged run (cancelled and expired chunks dropped), then isolation reruns
+
+
+class _TimedGraph:
+    """A fake session that records each batch's chunk count (2 rows per chunk) and takes `run_s` per run."""
+
+    def __init__(self, run_s: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.run_s = run_s
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        time.sleep(self.run_s)
+        self.batches.append(len(feeds["x"]) // 2)
+        return [2 * feeds["x"]]
+
+
+def test_a_lone_caller_never_waits_for_batch_mates() -> None:
+    async def scenario() -> tuple[float, list[int]]:
+        graph = _TimedGraph()
+        config = BatcherConfig(max_batch_rows=64, max_queue_delay_s=5.0, max_queued_rows=64)
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=2)
+            started = time.monotonic()
+            for value in range(20):
+                (result,) = await batcher.submit(2, functools.partial(_feeds, float(value)))
+                np.testing.assert_array_equal(result, [2.0 * value, 2.0 * value])
+            elapsed = time.monotonic() - started
+            await batcher.close()
+        return elapsed, graph.batches
+
+    elapsed, batches = asyncio.run(scenario())
+    assert batches == [1] * 20
+    assert elapsed < 2.0  # twenty requests, none waited out the 5 s delay
+
+
+def test_a_closed_group_of_callers_shares_batches_without_waiting_out_the_delay() -> None:
+    """Eight callers that each send again once answered: once they share a batch, every batch holds all eight,
+    and it closes when their arrivals pause, long before the 5 s delay."""
+
+    async def scenario() -> tuple[float, list[int]]:
+        graph = _TimedGraph(run_s=0.002)
+        config = BatcherConfig(max_batch_rows=1024, max_queue_delay_s=5.0, max_queued_rows=1024)
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=2)
+
+            async def caller(index: int) -> None:
+                for round_ in range(30):
+                    await asyncio.sleep(0.001 * index)  # the callers arrive spread out, not in one instant
+                    value = float(100 * index + round_)
+                    (result,) = await batcher.submit(2, functools.partial(_feeds, value))
+                    np.testing.assert_array_equal(result, [2.0 * value, 2.0 * value])
+
+            started = time.monotonic()
+            await asyncio.gather(*(caller(i) for i in range(8)))
+            elapsed = time.monotonic() - started
+            await batcher.close()
+        return elapsed, graph.batches
+
+    elapsed, batches = asyncio.run(scenario())
+    assert sum(batches) == 8 * 30
+    assert elapsed < 5.0  # thirty rounds; waiting out the delay even once would take 5 s
+    # Once the gaps are learned (one caller starts alone, a round ahead), batches wait for all eight, no longer.
+    assert batches.count(8) >= 15, batches
+
+
+def test_under_steady_arrivals_a_batch_waits_for_mates_though_a_worker_is_idle() -> None:
+    """Chunks every 2 ms into a 5 ms session: once two share a batch, batches wait up to the delay for more
+    instead of running as soon as one of the two workers is free (which gives batches of 2-3 chunks)."""
+
+    async def scenario() -> tuple[list[int], float]:
+        graph = _TimedGraph(run_s=0.005)
+        config = BatcherConfig(max_batch_rows=1024, max_queue_delay_s=0.06, max_queued_rows=1024)
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=2)
+            waits: list[float] = []
+
+            async def one(value: float) -> None:
+                submitted = time.monotonic()
+                await batcher.submit(2, functools.partial(_feeds, value))
+                waits.append(time.monotonic() - submitted)
+
+            tasks = [asyncio.ensure_future(one(0.0)), asyncio.ensure_future(one(1.0))]  # two at once: concurrent
+            for value in range(2, 122):
+                await asyncio.sleep(0.002)
+                tasks.append(asyncio.ensure_future(one(float(value))))
+            await asyncio.gather(*tasks)
+            await batcher.close()
+        return graph.batches, max(waits)
+
+    batches, longest_wait_s = asyncio.run(scenario())
+    assert sum(batches) == 122
+    assert max(batches) >= 10, batches  # 60 ms of arrivals every 2 ms gather far more than a free worker would
+    assert longest_wait_s < 0.06 + 0.1  # the delay bounds every wait (plus one run and scheduling slack)
 
 
 def test_a_cancelled_stream_stops_computing(server: ServerThread) -> None:
@@ -177,7 +269,7 @@ def test_a_retired_batcher_drains_its_queue_and_refuses_new_chunks() -> None:
     async def scenario() -> tuple[list[Any], BaseException | None, list[int]]:
         graph = _Graph()
         # Batches would wait 30 s for mates: only the drain's immediate dispatch lets this finish in time.
-        config = BatcherConfig(max_batch_rows=4, max_queue_delay_s=30.0, dispatch_when_idle=False, max_queued_rows=64)
+        config = BatcherConfig(max_batch_rows=4, max_queue_delay_s=30.0, early_dispatch=False, max_queued_rows=64)
         with ThreadPoolExecutor(2) as executor:
             batcher = Batcher("fake", "sample", graph, config, executor, slots=1)
             tasks = [asyncio.ensure_future(batcher.submit(2, functools.partial(_feeds, v))) for v in range(1, 6)]

@@ -50,7 +50,7 @@ def test_reflection_lists_the_synthesizer_and_health_services(server: ServerThre
 
 def test_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones(store: Path) -> None:
     # Batches wait 1 s, so the request below is still in flight when the stop begins.
-    running = ServerThread(make_config(store, max_queue_delay_s=1.0, dispatch_when_idle=False))
+    running = ServerThread(make_config(store, max_queue_delay_s=1.0, early_dispatch=False))
     with grpc.insecure_channel(running.target) as channel:
         stub = pb_grpc.SynthesizerStub(channel)
         in_flight = stub.Sample.future(pb.SampleRequest(model="gauss", num_rows=10, seed=1))
