@@ -6,7 +6,7 @@ indices), so a chunk's output never depends on what it is batched with. A batch 
 `max_batch_rows` rows or when its oldest chunk has waited `max_queue_delay_s`; with `early_dispatch`, also when
 waiting cannot help: at once when requests arrive one at a time (the last batch held one chunk, none other is
 queued, a worker slot is idle), and as soon as arrivals pause (none for `_PAUSE_GAPS` mean gaps between chunks
-that arrived while others waited, nor for one batch run: a closed group of callers has all come). Once requests
+that arrived while others waited, nor for a run's fixed cost: a closed group of callers has all come). Once requests
 share batches, a batch waits for its mates even with a worker idle: under load, each batch's fixed cost (a
 session run, the hop to a worker thread) is what bounds small-request throughput. Before it runs, cancelled
 chunks and chunks past their deadline are dropped and never computed. Feeds are built and the session runs in
@@ -33,13 +33,39 @@ from serving import metrics
 from serving.config import BatcherConfig
 from serving.errors import DeadlineExceeded, ModelNotFound, QueueFull, Unavailable
 
-__all__ = ["Batcher", "FeedBuilder", "RunGraph"]
+__all__ = ["Batcher", "FeedBuilder", "RunCost", "RunGraph"]
 
 FeedBuilder = Callable[[], dict[str, np.ndarray]]
 RunGraph = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 
-_WEIGHT = 0.125  # of the newest gap or run time in its running mean
+_WEIGHT = 0.125  # of the newest gap between arrivals in its running mean
 _PAUSE_GAPS = 2.0  # no arrival for this many mean gaps: the batch closes
+
+
+class RunCost:
+    """A batch's run time as `fixed_s + per_row_s * rows`, fitted by least squares over recent batches
+    (exponentially weighted moments). Until batches of different sizes are seen, all of it counts as per-row.
+    The fixed part is what merging saves, once per batch. Worker threads call `observe`; an update lost to a race
+    only blurs the estimate."""
+
+    def __init__(self, weight: float = 1 / 32) -> None:
+        self._weight = weight
+        self._moments: tuple[float, ...] | None = None  # E[rows], E[s], E[rows^2], E[rows * s]
+        self.fixed_s = 0.0
+        self.per_row_s = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        new = (rows, seconds, rows * rows, rows * seconds)
+        old = self._moments or new  # the first batch starts the means (no pull towards zero)
+        mean_rows, mean_s, mean_rows2, mean_rows_s = (m + self._weight * (x - m) for m, x in zip(old, new))
+        self._moments = (mean_rows, mean_s, mean_rows2, mean_rows_s)
+        spread = mean_rows2 - mean_rows * mean_rows
+        if spread > 1e-6 * mean_rows2:
+            per_row = max(0.0, (mean_rows_s - mean_rows * mean_s) / spread)
+        else:
+            per_row = mean_s / mean_rows if mean_rows > 0 else 0.0
+        self.per_row_s = per_row
+        self.fixed_s = max(0.0, mean_s - per_row * mean_rows)
 
 
 @dataclass(eq=False)
@@ -71,10 +97,10 @@ class Batcher:
         self._drained = asyncio.Event()  # set once retired with nothing queued or running, or when closed
         self._running: set[asyncio.Task[None]] = set()
         self._last_batch_chunks = 1
-        # When arrivals have paused (EWMAs): no chunk for `_PAUSE_GAPS` mean gaps between chunks that arrived while
-        # others waited, nor for one batch run (waiting less than the run a batch mate would save is cheap).
+        # Arrivals have paused when no chunk came for `_PAUSE_GAPS` mean gaps between chunks that arrived while
+        # others waited (EWMA), nor for a run's fixed cost (waiting less than a batch mate would save is cheap).
         self._gap_s = 0.0
-        self._run_s = 0.0
+        self.run_cost = RunCost()
         self._queued_gauge = metrics.QUEUED_ROWS.labels(model, graph)
         self._wait_hist = metrics.QUEUE_WAIT_SECONDS.labels(model, graph)
         self._rows_hist = metrics.BATCH_ROWS.labels(model, graph)
@@ -165,7 +191,7 @@ class Batcher:
                     break
                 close_at = self._queue[0].enqueued_at + config.max_queue_delay_s
                 if config.early_dispatch:
-                    pause_s = max(_PAUSE_GAPS * self._gap_s, self._run_s)
+                    pause_s = max(_PAUSE_GAPS * self._gap_s, self.run_cost.fixed_s)
                     close_at = min(close_at, self._queue[-1].enqueued_at + pause_s)
                 remaining = close_at - time.monotonic()
                 if remaining <= 0:
@@ -246,14 +272,15 @@ class Batcher:
         return results
 
     def _run_merged(self, batch: list[_Chunk]) -> list[list[np.ndarray] | BaseException]:
+        built = time.perf_counter()
         feeds = [chunk.make_feeds() for chunk in batch]
         merged = feeds[0] if len(feeds) == 1 else {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
         rows = sum(chunk.n_rows for chunk in batch)
         started = time.perf_counter()
         outputs = self._run_graph(merged)
-        run_s = time.perf_counter() - started
-        self._run_s += _WEIGHT * (run_s - self._run_s)
-        self._exec_hist.observe(run_s)
+        finished = time.perf_counter()
+        self.run_cost.observe(rows, finished - built)
+        self._exec_hist.observe(finished - started)
         self._rows_hist.observe(rows)
         self._computed.inc(rows)
         for index, output in enumerate(outputs):

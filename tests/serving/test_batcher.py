@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher
+from serving.batcher import Batcher, RunCost
 from serving.config import BatcherConfig
 from serving.engine import RowPlan
 from serving.errors import DeadlineExceeded, ModelNotFound
@@ -247,6 +247,52 @@ def test_under_steady_arrivals_a_batch_waits_for_mates_though_a_worker_is_idle()
     assert sum(batches) == 122
     assert max(batches) >= 10, batches  # 60 ms of arrivals every 2 ms gather far more than a free worker would
     assert longest_wait_s < 0.06 + 0.1  # the delay bounds every wait (plus one run and scheduling slack)
+
+
+def test_run_cost_separates_a_runs_fixed_cost_from_its_cost_per_row() -> None:
+    cost = RunCost()
+    cost.observe(10, 0.001 + 10 * 2e-6)
+    assert cost.fixed_s == 0.0 and cost.per_row_s == pytest.approx(0.00102 / 10)  # one size: all per-row
+    for rows in [1, 7, 64, 300, 2048, 3, 1000] * 20:
+        cost.observe(rows, 0.001 + rows * 2e-6)
+    assert cost.fixed_s == pytest.approx(0.001, rel=1e-6)
+    assert cost.per_row_s == pytest.approx(2e-6, rel=1e-6)
+
+
+def test_large_chunks_do_not_wait_for_batch_mates() -> None:
+    """A group of callers whose 2,000-row chunks are mostly per-row work (0.1 ms per run, 3 us per row): a pause
+    in arrivals is measured against a run's fixed cost, not its whole run, so each chunk runs as soon as a worker is
+    free instead of waiting for the group."""
+
+    class _LinearGraph(_TimedGraph):
+        def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            time.sleep(0.0001 + 3e-6 * len(feeds["x"]))
+            self.batches.append(len(feeds["x"]))
+            return [2 * feeds["x"]]
+
+    async def scenario() -> list[int]:
+        graph = _LinearGraph()
+        config = BatcherConfig(max_batch_rows=16384, max_queue_delay_s=1.0, max_queued_rows=65536)
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=2)
+
+            async def caller(index: int, sizes: list[int]) -> None:
+                for n_rows in sizes:
+                    await asyncio.sleep(0.003 * index)  # the group's chunks arrive 3 ms apart
+                    await batcher.submit(n_rows, functools.partial(dict, x=np.ones(n_rows)))
+
+            # Sizes from 1 to 2,000 rows first, so the fit learns the fixed and per-row costs.
+            await asyncio.gather(*(caller(0, [1 + 500 * i, 7, 2000 - 300 * i] * 3) for i in range(4)))
+            assert batcher.run_cost.fixed_s < 0.5 * batcher.run_cost.per_row_s * 2000  # a 6 ms run, mostly per row
+            graph.batches.clear()
+            await asyncio.gather(*(caller(i, [2000] * 10) for i in range(4)))
+            await batcher.close()
+        return graph.batches
+
+    batches = asyncio.run(scenario())
+    assert sum(batches) == 4 * 10 * 2000
+    # Waiting for mates would gather the group's four chunks (8,000 rows) in most batches.
+    assert batches.count(2000) >= 20, batches
 
 
 def test_a_cancelled_stream_stops_computing(server: ServerThread) -> None:
