@@ -9,7 +9,7 @@ intra-op thread each) on the shipped model store and drives it from this process
       the same load (target >= 0.8, p99 <= 1.5x), with batching on and off for each model;
   (3) idle p50 latency of a one-row Sample (target <= 1 ms);
   (4) one SampleStream of 10M rows (target >= 1M rows/s, server RSS growth <= 100 MB).
-Usage: python benchmarks/serving.py [--model-store model_store] [--duration-s 5] [--workers 2]
+Usage: python benchmarks/serving.py [--model-store model_store] [--duration-s 5] [--workers 2] [--clients 64]
 """
 
 # ruff: noqa: E402  (sys.path is fixed before the package imports, see below)
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=None, help="comma-separated subset (default: every shipped model)")
     parser.add_argument("--stream-model", default="breast-cancer-flow")
     parser.add_argument("--stream-rows", type=int, default=10_000_000)
+    parser.add_argument("--clients", type=int, default=64, help="concurrent clients of (2) and (2b)")
     args = parser.parse_args(argv)
 
     registry = Registry.scan(args.model_store, RuntimeConfig(intra_op_threads=1))
@@ -304,18 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     small_on: dict[str, Load] = {}
     with server(args.model_store, args.workers) as (target, process):
         pids = worker_pids(process)
-        check = asyncio.run(drive(target, 64, args.duration_s, check_call, pids))
+        check = asyncio.run(drive(target, args.clients, args.duration_s, check_call, pids))
         print(
-            f"\nhealth Check, 64 clients: {check.rps:,.0f} req/s, p50 {check.percentile_ms(50):.2f} ms, "
+            f"\nhealth Check, {args.clients} clients: {check.rps:,.0f} req/s, p50 {check.percentile_ms(50):.2f} ms, "
             f"p99 {check.percentile_ms(99):.2f} ms, server CPU {check.cpu_us_per_request:.0f} us/request"
         )
-        print("(2) one-row Sample, 64 clients, batching on (default server), vs health Check under the same load")
+        print(
+            f"(2) one-row Sample, {args.clients} clients, batching on (default server), vs health Check under the "
+            "same load"
+        )
         print(
             f"{'model':<22} {'req/s':>8} {'/Check':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99/Check':>10} {'CPU us/req':>11}"
         )
         names = served_models(target, names)
         for name in names:
-            load = asyncio.run(drive(target, 64, args.duration_s, sample_call(name, 1), pids))
+            load = asyncio.run(drive(target, args.clients, args.duration_s, sample_call(name, 1), pids))
             small_on[name] = load
             print(
                 f"{name:<22} {load.rps:>8,.0f} {load.rps / check.rps:>7.2f} {load.percentile_ms(50):>7.2f} "
@@ -334,10 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"batches, {args.workers} threads): {ceiling:,.0f} rows/s; stream / ceiling {rate / ceiling:.2f}"
             )
     with server(args.model_store, args.workers, "--no-batching") as (target, _process):
-        print("\n(2b) one-row Sample, 64 clients: batching on vs off (--no-batching)")
+        print(f"\n(2b) one-row Sample, {args.clients} clients: batching on vs off (--no-batching)")
         print(f"{'model':<22} {'on req/s':>9} {'off req/s':>10} {'gain':>6}")
         for name in served_models(target, names):
-            off = asyncio.run(drive(target, 64, args.duration_s, sample_call(name, 1)))
+            off = asyncio.run(drive(target, args.clients, args.duration_s, sample_call(name, 1)))
             print(f"{name:<22} {small_on[name].rps:>9,.0f} {off.rps:>10,.0f} {small_on[name].rps / off.rps:>6.2f}x")
     return 0
 
