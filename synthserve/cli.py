@@ -7,6 +7,8 @@ never imports grpc; `training` and `serving` stay unaware of each other.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 __all__ = ["COMMANDS", "main"]
@@ -32,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: synthserve COMMAND [options]\ncommands: {names}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(COMMANDS[argv[0]])
-    return int(module.main(argv))
+    try:
+        return int(module.main(argv))
+    except BrokenPipeError:
+        # The reader went away (`synthserve sample ... | head`): stop quietly, as other Unix tools do. Python
+        # would flush stdout again at exit and complain, so stdout is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -85,6 +85,21 @@ def test_client_errors_print_the_code_and_exit_1(server: ServerThread, capsys: p
     assert "NOT_FOUND" in capsys.readouterr().err
 
 
+def test_a_reader_that_stops_early_ends_the_output_quietly(server: ServerThread) -> None:
+    """`synthserve sample ... | head -2`: the command stops with SIGPIPE's exit status and no traceback."""
+    command = [sys.executable, "-m", "synthserve.cli", "sample", "--target", server.target, "--model", "gauss"]
+    command += ["--rows", "200000", "--seed", "3"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    header, first = process.stdout.readline(), process.stdout.readline()
+    process.stdout.close()
+    returncode = process.wait(timeout=60)
+    stderr = process.stderr.read().decode()
+    assert header.startswith(b"x0,") and first.count(b",") == header.count(b",")
+    assert returncode == 128 + signal.SIGPIPE
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
 def test_serve_runs_until_sigterm_and_stops_gracefully(store: Path) -> None:
     command = [
         sys.executable,
