@@ -17,7 +17,7 @@ from serving import metrics
 from serving.config import RuntimeConfig
 from serving.errors import ModelNotFound
 from serving.runtime import Runtime, create_runtime
-from synthserve.contract import Manifest, ManifestError, load_manifest, sha256_file
+from synthserve.contract import Manifest, ManifestError, has_class_posterior, load_manifest, sha256_file
 
 __all__ = ["LoadedModel", "ModelLoadError", "Registry", "load_version"]
 
@@ -47,10 +47,7 @@ class LoadedModel:
     def selects_by_posterior(self) -> bool:
         """Whether best-of-k sampling can choose by this model's class posterior (a conditional model whose
         log_prob graph outputs `posterior`)."""
-        scoring = self.manifest.graphs.get("log_prob")
-        return self.manifest.schema.label is not None and any(
-            t.name == "posterior" for t in (scoring.outputs if scoring is not None else ())
-        )
+        return self.manifest.schema.label is not None and has_class_posterior(self.manifest.graphs)
 
     @property
     def latent_dim(self) -> int:

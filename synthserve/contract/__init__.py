@@ -27,6 +27,7 @@ from synthserve.contract.sampling import (
     SCORING_STREAM_OFFSET,
     SamplingOptions,
     best_candidates,
+    has_class_posterior,
     noise_feeds,
     sample_rows,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "TensorSpec",
     "best_candidates",
     "draw_noise",
+    "has_class_posterior",
     "largest_remainder",
     "load_manifest",
     "model_versions",

@@ -32,6 +32,7 @@ __all__ = [
     "SCORING_STREAM_OFFSET",
     "SamplingOptions",
     "best_candidates",
+    "has_class_posterior",
     "noise_feeds",
     "sample_rows",
 ]
@@ -74,6 +75,12 @@ def noise_feeds(
     return feeds
 
 
+def has_class_posterior(graphs: Mapping[str, GraphSpec]) -> bool:
+    """Whether the graphs can rank best-of-k candidates: a `log_prob` graph with a `posterior` output."""
+    scoring = graphs.get("log_prob")
+    return scoring is not None and any(t.name == "posterior" for t in scoring.outputs)
+
+
 def best_candidates(posterior: np.ndarray, labels: np.ndarray, best_of: int) -> np.ndarray:
     """Indices into the `len(labels) * best_of` candidates of the winners: per output row, the candidate with the
     highest `posterior[c, label]` (`posterior` is the log_prob graph's `[n * k, C]` output), the first on ties."""
@@ -108,7 +115,7 @@ def sample_rows(
     if k == 1:
         return rows
     scoring = graphs.get("log_prob")
-    if labels is None or scoring is None or all(t.name != "posterior" for t in scoring.outputs):
+    if labels is None or scoring is None or not has_class_posterior(graphs):
         raise ValueError(f"best_of {k} needs a conditional model with a class posterior")
     feeds = noise_feeds(scoring, seed, 0, n_rows * k, stream_offset=SCORING_STREAM_OFFSET)
     rows_input = scoring.input_named("rows")
