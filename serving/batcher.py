@@ -10,8 +10,11 @@ that arrived while others waited, nor for a run's fixed cost: a closed group of 
 share batches, a batch waits for its mates even with a worker idle: under load, each batch's fixed cost (a
 session run, the hop to a worker thread) is what bounds small-request throughput. Before it runs, cancelled
 chunks and chunks past their deadline are dropped and never computed. Feeds are built and the session runs in
-worker threads, off the event loop. If a merged batch fails, its chunks are rerun one by one so an error reaches
-only the requests it belongs to.
+worker threads, off the event loop, with one exception: a lone caller's batch expected to run within
+`inline_max_s` runs on the loop, which has nothing else of this batcher to do, saving the hop to a worker and back
+(unless its chunk came right after the previous inline run, so it may have queued behind it: a blocked loop hides
+concurrent callers, and they must reach a worker to be merged). If a merged batch fails, its chunks are rerun
+one by one so an error reaches only the requests it belongs to.
 A hot reload that retires the version `drain`s its batchers: chunks already queued run to completion (the
 runtime stays referenced until then), new chunks are refused with NOT_FOUND, except those of a request that
 `hold`s the batcher (a stream that began before the reload): it is served to its end.
@@ -67,6 +70,10 @@ class RunCost:
         self.per_row_s = per_row
         self.fixed_s = max(0.0, mean_s - per_row * mean_rows)
 
+    def predict(self, rows: int) -> float | None:
+        """Expected run time of a batch of `rows`; None before any batch was observed."""
+        return None if self._moments is None else self.fixed_s + self.per_row_s * rows
+
 
 @dataclass(eq=False)
 class _Chunk:
@@ -97,6 +104,7 @@ class Batcher:
         self._drained = asyncio.Event()  # set once retired with nothing queued or running, or when closed
         self._running: set[asyncio.Task[None]] = set()
         self._last_batch_chunks = 1
+        self._inline_until = 0.0  # a lone chunk that arrives sooner may have queued behind the last inline run
         # Arrivals have paused when no chunk came for `_PAUSE_GAPS` mean gaps between chunks that arrived while
         # others waited (EWMA), nor for a run's fixed cost (waiting less than a batch mate would save is cheap).
         self._gap_s = 0.0
@@ -185,6 +193,7 @@ class Batcher:
             # Wait for a full batch or the oldest chunk's delay, unless requests arrive one at a time and a slot
             # is idle (a lone caller would only wait) or arrivals have paused. `submit` wakes the scheduler only
             # when the queue was empty or is now full; otherwise a timer does, re-armed as the pause moves.
+            alone = False
             while config.enabled and self._queue and self._queued_rows < config.max_batch_rows:
                 alone = self._last_batch_chunks == 1 and len(self._queue) == 1 and not self._running
                 if self._retired or (config.early_dispatch and alone):
@@ -204,12 +213,29 @@ class Batcher:
                     timer.cancel()
             batch = self._take(loop.time())
             if not batch:
-                self._slots.release()
-                self._note_if_drained()
+                self._release()
+                continue
+            if alone and config.early_dispatch and self._runs_inline(batch):
+                # A lone caller's small batch runs here: the loop has nothing else to do, and the hop to a worker
+                # thread and back would cost more than the run (ONNX Runtime still releases the GIL meanwhile).
+                self._settle(batch, self._run_batch(batch))
+                self._inline_until = time.monotonic() + config.inline_max_s
+                self._release()
                 continue
             task = loop.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _runs_inline(self, batch: list[_Chunk]) -> bool:
+        """Whether a lone caller's batch runs on the loop: its expected run is within `inline_max_s`, and its chunk
+        did not arrive so soon after the last inline run that it may have waited behind it (a blocked loop hides
+        concurrent callers, and the batcher must see them to merge their requests)."""
+        expected_s = self.run_cost.predict(sum(chunk.n_rows for chunk in batch))
+        return (
+            expected_s is not None
+            and expected_s <= self._config.inline_max_s > 0
+            and batch[0].enqueued_at > self._inline_until
+        )
 
     def _take(self, now: float) -> list[_Chunk]:
         """Pops up to max_batch_rows rows of live chunks; the dead ones are failed or dropped here."""
@@ -240,24 +266,31 @@ class Batcher:
     async def _execute(self, batch: list[_Chunk]) -> None:
         try:
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._executor, self._run_batch, batch)
-            for chunk, result in zip(batch, results):
-                if chunk.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    chunk.future.set_exception(result)
-                else:
-                    chunk.future.set_result(result)
+            self._settle(batch, await loop.run_in_executor(self._executor, self._run_batch, batch))
         finally:
             # Leave the running set now (not in the done callback) so the scheduler sees the slot as idle.
             self._running.discard(asyncio.current_task())  # type: ignore[arg-type]
-            self._slots.release()
-            if self._queue:
-                self._wakeup.set()
-            self._note_if_drained()
+            self._release()
+
+    @staticmethod
+    def _settle(batch: list[_Chunk], results: list[list[np.ndarray] | BaseException]) -> None:
+        for chunk, result in zip(batch, results):
+            if chunk.future.done():
+                continue
+            if isinstance(result, BaseException):
+                chunk.future.set_exception(result)
+            else:
+                chunk.future.set_result(result)
+
+    def _release(self) -> None:
+        """A batch finished (or held no live chunk): its slot is free again."""
+        self._slots.release()
+        if self._queue:
+            self._wakeup.set()
+        self._note_if_drained()
 
     def _run_batch(self, batch: list[_Chunk]) -> list[list[np.ndarray] | BaseException]:
-        """Worker thread: build feeds, run once, split outputs; isolate failures chunk by chunk."""
+        """In a worker (or inline): build feeds, run once, split outputs; isolate failures chunk by chunk."""
         try:
             return self._run_merged(batch)
         except Exception as exc:

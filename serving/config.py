@@ -26,6 +26,10 @@ class BatcherConfig:
     # Close a batch before the delay when waiting cannot help: at once for a lone caller (requests one at a
     # time, a worker idle), and when arrivals pause (serving.batcher). Off: always wait the full delay.
     early_dispatch: bool = True
+    # A lone caller's batch expected (RunCost) to run within this long runs on the event loop thread, without
+    # the hop to a worker thread and back (~130 us of an idle one-row Sample here, docs/benchmarks.md). The loop
+    # blocks at most this long, and only when nothing else of the batcher is queued or running. 0: never.
+    inline_max_s: float = 0.0005
     max_queued_rows: int = 1_000_000
     enabled: bool = True  # off: every request chunk runs alone (benchmark baseline)
 
@@ -34,6 +38,8 @@ class BatcherConfig:
             raise ValueError(f"max_batch_rows must be >= 1, got {self.max_batch_rows}")
         if self.max_queue_delay_s < 0:
             raise ValueError(f"max_queue_delay_s must be >= 0, got {self.max_queue_delay_s}")
+        if self.inline_max_s < 0:
+            raise ValueError(f"inline_max_s must be >= 0, got {self.inline_max_s}")
         if self.max_queued_rows < self.max_batch_rows:
             raise ValueError(f"max_queued_rows ({self.max_queued_rows}) must be >= max_batch_rows")
 

@@ -189,6 +189,49 @@ def test_a_lone_caller_never_waits_for_batch_mates() -> None:
     assert elapsed < 2.0  # twenty requests, none waited out the 5 s delay
 
 
+class _ThreadGraph:
+    """A fake session that records the thread of each run and takes 0.2 s on batches of over 100 rows."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        self.threads.append(threading.get_ident())
+        if len(feeds["x"]) > 100:
+            time.sleep(0.2)
+        return [2 * feeds["x"]]
+
+
+@pytest.mark.parametrize("inline_max_s", [0.05, 0.0])
+def test_a_lone_callers_small_batch_runs_on_the_event_loop_and_any_other_in_a_worker(inline_max_s: float) -> None:
+    """On the loop: a lone caller's batch once its cost is known (the first batch teaches it) and expected within
+    inline_max_s. In a worker: a 0.2 s batch, a chunk that came right after an inline run (it may have queued
+    behind it), concurrent callers, and every batch when inline_max_s is 0."""
+
+    async def scenario() -> tuple[int, list[int]]:
+        graph = _ThreadGraph()
+        config = BatcherConfig(
+            max_batch_rows=1024, max_queue_delay_s=5.0, max_queued_rows=4096, inline_max_s=inline_max_s
+        )
+        with ThreadPoolExecutor(2) as executor:
+            batcher = Batcher("fake", "sample", graph, config, executor, slots=2)
+            for n_rows, pause_s in [(1000, 0.0), (2, 0.06), (1000, 0.06), (2, 0.06), (2, 0.0), (2, 0.06)]:
+                await asyncio.sleep(pause_s)  # a caller's round trip between answer and next request
+                (result,) = await batcher.submit(n_rows, functools.partial(dict, x=np.full(n_rows, 3.0)))
+                np.testing.assert_array_equal(result, np.full(n_rows, 6.0))
+            await asyncio.sleep(0.06)
+            await asyncio.gather(*(batcher.submit(2, functools.partial(_feeds, float(v))) for v in range(3)))
+            await batcher.close()
+        return threading.get_ident(), graph.threads
+
+    loop_thread, threads = asyncio.run(scenario())
+    on_loop = [thread == loop_thread for thread in threads]
+    if inline_max_s:
+        assert on_loop == [False, True, False, True, False, True, False], on_loop
+    else:
+        assert not any(on_loop), on_loop
+
+
 def test_a_closed_group_of_callers_shares_batches_without_waiting_out_the_delay() -> None:
     """Eight callers that each send again once answered: once they share a batch, every batch holds all eight,
     and it closes when their arrivals pause, long before the 5 s delay."""
