@@ -187,8 +187,7 @@ class Engine:
                 raise InvalidArgument("proportions.weights must have a positive sum")
             # Scaled to at most 1 (the same proportions), so n_rows * weight stays finite for weights near 1e308.
             weights = [w / max(weights) for w in weights]
-        runs = LabelRuns(tuple(range(n_classes)), largest_remainder(n_rows, weights))
-        return RowPlan(model, _seed(seed), n_rows, runs, sampling)
+        return RowPlan(model, _seed(seed), n_rows, _class_runs(n_rows, tuple(weights)), sampling)
 
     def plan_balance(
         self, model: LoadedModel, spec: BalanceSpec, seed: int | None, sampling: SamplingOptions = PLAIN_SAMPLING
@@ -432,6 +431,13 @@ class Engine:
             )
             self._batchers[key] = batcher
         return batcher
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_runs(n_rows: int, weights: tuple[float, ...]) -> LabelRuns:
+    """Rows per class by largest remainder (classes in index order); cached: most requests repeat a few sizes with
+    the training priors."""
+    return LabelRuns(tuple(range(len(weights))), largest_remainder(n_rows, weights))
 
 
 def _seed(seed: int | None) -> int:

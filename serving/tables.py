@@ -6,7 +6,7 @@ buffer per column: FLOAT32 for continuous columns, INT32 for integer columns and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,17 +26,30 @@ _NUMPY_TYPES: dict[int, np.dtype] = {
 
 @dataclass(frozen=True)
 class _Layout:
-    """Per-schema constants of `encode_table`: a template Table with names and types, and the integer columns."""
+    """Per-schema constants of `encode_table`: each column's serialized name and type, and the integer columns."""
 
-    template: pb.Table
+    template: pb.Table  # the columns' names and types, no values
+    heads: tuple[bytes, ...]  # the same fields of each Column, serialized
     int_index: np.ndarray  # columns sent as INT32 (integer and categorical)
     int_low: np.ndarray  # [len(int_index), 1] clip bounds: category codes stay within their categories
     int_high: np.ndarray
+    wires: dict[int, _Wire] = field(default_factory=dict)  # by row count, up to _SMALL_ROWS
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """A serialized Table of `n` rows with zeroed column values, and the mask of their bytes (schema order)."""
+
+    message: np.ndarray  # uint8
+    values: np.ndarray  # bool
 
 
 # By identity: hashing a schema (every column, every category label) costs more than encoding a small table.
 _LAYOUTS: dict[int, tuple[Schema, _Layout]] = {}
 _MAX_LAYOUTS = 256
+# Tables of up to this many rows copy their values into a cached serialized template (one masked copy, one
+# parse): a Python step per column would cost more than the values. Larger ones are filled column by column.
+_SMALL_ROWS = 64
 
 
 def _layout(schema: Schema) -> _Layout:
@@ -54,36 +67,74 @@ def _build_layout(schema: Schema) -> _Layout:
     template = pb.Table()
     int_index, low, high = [], [], []
     for index, column in enumerate(schema.columns):
+        value_type = pb.VALUE_TYPE_FLOAT32 if column.kind == "continuous" else pb.VALUE_TYPE_INT32
+        template.columns.add(name=column.name, value_type=value_type)
         if column.kind == "continuous":
-            template.columns.add(name=column.name, value_type=pb.VALUE_TYPE_FLOAT32)
             continue
-        template.columns.add(name=column.name, value_type=pb.VALUE_TYPE_INT32)
         int_index.append(index)
         categorical = column.kind == "categorical" and column.categories is not None
         low.append(0 if categorical else -(2.0**31))
         high.append(len(column.categories or ()) - 1 if categorical else 2.0**31 - 1)
     return _Layout(
         template,
+        tuple(column.SerializeToString() for column in template.columns),
         np.asarray(int_index, dtype=np.int64),
         np.asarray(low, dtype=np.float32)[:, None],
         np.asarray(high, dtype=np.float32)[:, None],
     )
 
 
+def _varint(value: int) -> bytes:
+    """Protocol Buffers base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _wire(layout: _Layout, n_rows: int) -> _Wire:
+    cached = layout.wires.get(n_rows)
+    if cached is None:
+        width = 4 * n_rows
+        values_field = b"\x1a" + _varint(width)  # Column.values
+        pieces, marks = [b"\x08" + _varint(n_rows)], [False]  # Table.num_rows
+        for head in layout.heads:  # Table.columns: tag, length, name and type, then the values
+            pieces += [b"\x12" + _varint(len(head) + len(values_field) + width) + head + values_field, bytes(width)]
+            marks += [False, True]
+        message = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        values = np.repeat(marks, [len(piece) for piece in pieces])
+        cached = layout.wires[n_rows] = _Wire(message, values)
+    return cached
+
+
 def encode_table(schema: Schema, rows: np.ndarray, labels: np.ndarray | None, out: pb.Table | None = None) -> pb.Table:
-    """Graph rows `[n, D]` (and class indices `[n]`) -> Table: one transpose, one buffer, sliced per column.
+    """Graph rows `[n, D]` (and class indices `[n]`) -> Table, from one column-major copy of the rows.
 
     `out` (e.g. `response.rows`) is filled in place, saving the copy a `rows=` constructor argument makes.
     """
     layout = _layout(schema)
     n_rows = rows.shape[0]
     # FLOAT32 and INT32 share the 4-byte item size, so all columns live in one column-major buffer.
-    columns_first = np.ascontiguousarray(rows.T, dtype="<f4")
+    # A copy even where the transpose is already contiguous (one row): integer codes are written into it.
+    columns_first = np.array(rows.T, dtype="<f4", order="C")
     if layout.int_index.size:
-        whole = np.clip(np.rint(columns_first[layout.int_index]), layout.int_low, layout.int_high)
+        whole = np.rint(columns_first[layout.int_index])
+        np.maximum(whole, layout.int_low, out=whole)  # in place: cheaper than np.clip's checks
+        np.minimum(whole, layout.int_high, out=whole)
         columns_first.view("<i4")[layout.int_index] = whole.astype("<i4")
-    buffer = columns_first.tobytes()
     table = pb.Table() if out is None else out
+    if n_rows <= _SMALL_ROWS:
+        wire = _wire(layout, n_rows)
+        message = wire.message.copy()
+        message[wire.values] = columns_first.view(np.uint8).ravel()
+        payload = message.tobytes()
+        if labels is not None:
+            payload += b"\x1a" + _varint(4 * n_rows) + labels.astype("<i4", copy=False).tobytes()  # Table.labels
+        table.ParseFromString(payload)
+        return table
+    buffer = columns_first.tobytes()
     table.CopyFrom(layout.template)
     table.num_rows = n_rows
     width = 4 * n_rows
