@@ -230,12 +230,10 @@ class Batcher:
         """Whether a lone caller's batch runs on the loop: its expected run is within `inline_max_s`, and its chunk
         did not arrive so soon after the last inline run that it may have waited behind it (a blocked loop hides
         concurrent callers, and the batcher must see them to merge their requests)."""
+        if batch[0].enqueued_at <= self._inline_until:
+            return False
         expected_s = self.run_cost.predict(sum(chunk.n_rows for chunk in batch))
-        return (
-            expected_s is not None
-            and expected_s <= self._config.inline_max_s > 0
-            and batch[0].enqueued_at > self._inline_until
-        )
+        return expected_s is not None and self._config.inline_max_s > 0 and expected_s <= self._config.inline_max_s
 
     def _take(self, now: float) -> list[_Chunk]:
         """Pops up to max_batch_rows rows of live chunks; the dead ones are failed or dropped here."""
