@@ -34,7 +34,7 @@ def _field_by_field(schema: Schema, rows: np.ndarray, labels: np.ndarray | None)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
-@pytest.mark.parametrize("n_rows", [1, 2, 64, 65, 300, 5000])
+@pytest.mark.parametrize("n_rows", [1, 2, 16, 17, 300, 5000])
 def test_encode_table_equals_the_table_built_field_by_field(name: str, n_rows: int) -> None:
     schema = SCHEMAS[name]
     generator = np.random.default_rng(n_rows)
