@@ -26,7 +26,8 @@ _NUMPY_TYPES: dict[int, np.dtype] = {
 
 @dataclass(frozen=True)
 class _Layout:
-    """Per-schema constants of `encode_table`: each column's serialized name and type, and the integer columns."""
+    """Per-schema constants of `encode_table`: the columns' names and types (as a template Table and serialized
+    per column), the integer columns, and the wire templates of small tables."""
 
     template: pb.Table  # the columns' names and types, no values
     heads: tuple[bytes, ...]  # the same fields of each Column, serialized
