@@ -19,6 +19,8 @@ from google.protobuf import json_format, struct_pb2
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.tls import ClientTls
+from synthserve.contract import MISSING_CODE, Column
+from synthserve.contract.frames import close_matches, label_codes, series_from_values, values_from_series
 
 __all__ = ["ColumnInfo", "ModelDescription", "SynthClient"]
 
@@ -43,12 +45,25 @@ _STRATEGIES = {
 }
 
 
-@dataclass(frozen=True)
-class ColumnInfo:
-    name: str
-    kind: str  # continuous | integer | categorical
-    dtype: str  # pandas dtype of the training data
-    categories: tuple[Any, ...] | None
+# A column as the server describes it: the contract's own Column (name, kind, dtype, categories, range,
+# decimals, missing rate, datetime format), rebuilt from the ColumnSpec.
+ColumnInfo = Column
+
+
+def _column(spec: pb.ColumnSpec) -> Column:
+    return Column(
+        spec.name,
+        _KIND_NAMES.get(spec.kind, "continuous"),
+        spec.dtype,
+        tuple(_label(v) for v in spec.categories) if spec.categories else None,
+        min=spec.min if spec.HasField("min") else None,
+        max=spec.max if spec.HasField("max") else None,
+        decimals=spec.decimals if spec.HasField("decimals") else None,
+        missing_rate=spec.missing_rate,
+        datetime_unit=spec.datetime_unit or None,
+        datetime_origin=spec.datetime_origin or None,
+        datetime_format=spec.datetime_format or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -72,15 +87,7 @@ class ModelDescription:
     @classmethod
     def from_proto(cls, info: pb.ModelInfo) -> ModelDescription:
         schema = info.schema
-        columns = tuple(
-            ColumnInfo(
-                c.name,
-                _KIND_NAMES.get(c.kind, "continuous"),
-                c.dtype,
-                tuple(_label(v) for v in c.categories) if c.categories else None,
-            )
-            for c in schema.columns
-        )
+        columns = tuple(_column(c) for c in schema.columns)
         has_label = schema.HasField("label")
         return cls(
             name=info.name,
@@ -99,32 +106,35 @@ class ModelDescription:
         )
 
     def to_frame(self, table: pb.Table) -> pd.DataFrame:
-        """Table -> DataFrame with training column names, dtypes and labels (label column last)."""
+        """Table -> DataFrame with training column names, dtypes, labels and datetime formats (label column last)."""
         data: dict[str, Any] = {}
         for column, spec in zip(table.columns, self.columns):
             values = np.frombuffer(column.values, dtype=_WIRE_TYPES[column.value_type])
-            data[spec.name] = _to_training_values(values, spec)
+            data[spec.name] = series_from_values(spec, values)
         frame = pd.DataFrame(data, columns=[c.name for c in self.columns])
         codes = np.frombuffer(table.labels, dtype="<i4")
         if self.label is not None and len(codes) == len(frame):  # conditional models label every row
-            frame[self.label] = _categorical(codes, self.classes)
+            frame[self.label] = np.asarray(self.classes, dtype=object)[codes]
         return frame
 
     def to_table(self, frame: pd.DataFrame, *, with_labels: bool = False) -> pb.Table:
-        """DataFrame -> Table: the schema's columns (missing ones are left for the server to name), codes for labels."""
+        """DataFrame -> Table: the schema's columns (missing ones are left for the server to name), codes for
+        labels, datetimes as units since their origin, NaN (or code -1) for gaps. ValueError names a bad column."""
         table = pb.Table(num_rows=len(frame))
         for spec in self.columns:
             if spec.name not in frame.columns:
                 continue
-            series = frame[spec.name]
-            if spec.kind == "categorical" and spec.categories is not None:
-                values = _codes(series, spec.categories, spec.name).astype("<i8")
-                table.columns.add(name=spec.name, value_type=pb.VALUE_TYPE_INT64, values=values.tobytes())
+            values = values_from_series(spec, frame[spec.name])
+            if spec.kind == "categorical":
+                codes = np.where(np.isnan(values), MISSING_CODE, values).astype("<i8")
+                table.columns.add(name=spec.name, value_type=pb.VALUE_TYPE_INT64, values=codes.tobytes())
             else:
-                values = series.to_numpy(dtype="<f8", na_value=np.nan)
-                table.columns.add(name=spec.name, value_type=pb.VALUE_TYPE_FLOAT64, values=values.tobytes())
+                table.columns.add(
+                    name=spec.name, value_type=pb.VALUE_TYPE_FLOAT64, values=values.astype("<f8").tobytes()
+                )
         if with_labels and self.label is not None and self.label in frame.columns:
-            table.labels = _codes(frame[self.label], self.classes, self.label).astype("<i4").tobytes()
+            codes = label_codes(frame[self.label], self.classes, self.label, allow_missing=False)
+            table.labels = codes.astype("<i4").tobytes()
         return table
 
 
@@ -132,29 +142,6 @@ def _label(value: struct_pb2.Value) -> Any:
     """A category or class label; JSON numbers arrive as floats, whole ones were integers in training."""
     item = json_format.MessageToDict(value)
     return int(item) if isinstance(item, float) and item.is_integer() else item
-
-
-def _categorical(codes: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
-    return np.asarray(labels, dtype=object)[codes]
-
-
-def _to_training_values(values: np.ndarray, spec: ColumnInfo) -> Any:
-    if spec.kind == "categorical" and spec.categories is not None:
-        labels = _categorical(values, spec.categories)
-        return labels if spec.dtype in ("object", "category", "string") else pd.array(labels).astype(spec.dtype)
-    try:
-        return values.astype(spec.dtype)
-    except TypeError:
-        return values
-
-
-def _codes(series: pd.Series, labels: Sequence[Any], field: str) -> np.ndarray:
-    lookup = {str(label): index for index, label in enumerate(labels)}
-    text = series.astype(str).to_numpy()
-    unknown = sorted(set(text) - set(lookup))
-    if unknown:
-        raise ValueError(f"column {field!r}: unknown label(s) {unknown[:5]} (known: {list(lookup)})")
-    return np.fromiter((lookup[t] for t in text), dtype=np.int64, count=len(text))
 
 
 class SynthClient:
@@ -305,6 +292,8 @@ class SynthClient:
         `best_of` left out takes the server's balance default (`--balance-best-of`); attrs say what was used."""
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {list(_STRATEGIES)}, got {strategy!r}")
+        if label_column not in df.columns:
+            raise ValueError(f"label_column {label_column!r}: no such column{close_matches(label_column, df.columns)}")
         class_counts = {str(k): int(v) for k, v in df[label_column].value_counts().items()}
         request = pb.BalanceRequest(
             model=model,

@@ -32,6 +32,8 @@ from synthserve.contract import (
     best_candidates,
     largest_remainder,
     noise_feeds,
+    row_bytes,
+    table_overhead_bytes,
 )
 
 __all__ = [
@@ -247,13 +249,19 @@ class Engine:
         raise InvalidArgument(f"{field}: unknown class label {label!r} (classes: {[str(c) for c in spec.classes]})")
 
     def _check_message_size(self, model: LoadedModel, n_rows: int) -> None:
-        self.check_response_size("num_rows", n_rows, 4 * (model.manifest.schema.width + 1), "; use SampleStream")
+        schema = model.manifest.schema
+        self.check_response_size(
+            "num_rows", n_rows, row_bytes(schema), "; use SampleStream", overhead=table_overhead_bytes(schema)
+        )
 
-    def check_response_size(self, field: str, n_rows: int, row_bytes: int, hint: str = "") -> None:
+    def check_response_size(
+        self, field: str, n_rows: int, row_bytes: int, hint: str = "", *, overhead: int = 256
+    ) -> None:
         """Refuses a request whose response could not be sent (InvalidArgument naming the field and limit)."""
-        if n_rows * row_bytes > self.limits.max_message_bytes:
+        size = n_rows * row_bytes + overhead
+        if size > self.limits.max_message_bytes:
             raise InvalidArgument(
-                f"{field} {n_rows} would need a {n_rows * row_bytes}-byte response, beyond max_message_bytes = "
+                f"{field} {n_rows} would need a {size}-byte response, beyond max_message_bytes = "
                 f"{self.limits.max_message_bytes}{hint}"
             )
 
@@ -314,8 +322,9 @@ class Engine:
         if chunk_rows < 0:
             raise InvalidArgument(f"chunk_rows must be >= 0, got {chunk_rows}")
         chunk_rows = min(chunk_rows or self.limits.default_chunk_rows, self._batcher_config.max_batch_rows)
-        row_bytes = 4 * (plan.model.manifest.schema.width + 1)
-        chunk_rows = max(1, min(chunk_rows, self.limits.max_message_bytes // row_bytes))
+        schema = plan.model.manifest.schema
+        budget = self.limits.max_message_bytes - table_overhead_bytes(schema)
+        chunk_rows = max(1, min(chunk_rows, budget // row_bytes(schema)))
         pending: list[tuple[int, asyncio.Task[tuple[np.ndarray, np.ndarray | None]]]] = []
         next_start = 0
         graphs = ("sample", "log_prob") if plan.sampling.best_of > 1 else ("sample",)

@@ -50,6 +50,13 @@ def model_info(model: LoadedModel, versions: list[int]) -> pb.ModelInfo:
             spec.min = float(column.min)
         if column.max is not None:
             spec.max = float(column.max)
+        if column.decimals is not None:
+            spec.decimals = column.decimals
+        spec.missing_rate = column.missing_rate
+        if column.datetime_unit is not None:
+            spec.datetime_unit = column.datetime_unit
+            spec.datetime_origin = column.datetime_origin or ""
+            spec.datetime_format = column.datetime_format or ""
     if manifest.schema.label is not None:
         label = manifest.schema.label
         schema.label.CopyFrom(

@@ -1,18 +1,16 @@
 """Columnar rows <-> numpy: the `Table` message (one little-endian buffer per column) and its validation.
 
-Graphs see rows as float32 `[B, D]` in schema order (category codes as whole numbers); callers see one
-buffer per column: FLOAT32 for continuous columns, INT32 for integer columns and category codes.
+Graphs see rows as float32 `[B, D]` in schema order (category codes as whole numbers, NaN for a gap); callers
+see one buffer per column in the type the contract gives it (`synthserve.contract.values`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from serving.errors import InvalidArgument
 from serving.proto import synthesizer_pb2 as pb
-from synthserve.contract import Schema
+from synthserve.contract import Schema, accept_column, finish_rows, wire_dtype
 
 __all__ = ["decode_labels", "decode_table", "encode_table"]
 
@@ -22,127 +20,37 @@ _NUMPY_TYPES: dict[int, np.dtype] = {
     pb.VALUE_TYPE_INT32: np.dtype("<i4"),
     pb.VALUE_TYPE_INT64: np.dtype("<i8"),
 }
+_WIRE_TYPES: dict[np.dtype, int] = {dtype: value_type for value_type, dtype in _NUMPY_TYPES.items()}
+
+# By identity, like the contract's plan: the columns' names and wire types as a template Table.
+_TEMPLATES: dict[int, tuple[Schema, pb.Table]] = {}
+_MAX_TEMPLATES = 256
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Per-schema constants of `encode_table`: the columns' names and types (as a template Table and serialized
-    per column), the integer columns, and the wire templates of small tables."""
-
-    template: pb.Table  # the columns' names and types, no values
-    heads: tuple[bytes, ...]  # the same fields of each Column, serialized
-    int_index: np.ndarray  # columns sent as INT32 (integer and categorical)
-    int_low: np.ndarray  # [len(int_index), 1] clip bounds: category codes stay within their categories
-    int_high: np.ndarray
-    wires: dict[int, _Wire] = field(default_factory=dict)  # by row count, up to _SMALL_ROWS
-
-
-@dataclass(frozen=True)
-class _Wire:
-    """A serialized Table of `n` rows with zeroed column values, and the mask of their bytes (schema order)."""
-
-    message: np.ndarray  # uint8
-    values: np.ndarray  # bool
-
-
-# By identity: hashing a schema (every column, every category label) costs more than encoding a small table.
-_LAYOUTS: dict[int, tuple[Schema, _Layout]] = {}
-_MAX_LAYOUTS = 256
-# Tables of up to this many rows copy their values into a cached serialized template (one masked copy, one
-# parse): a Python step per column would cost more than the values. Larger ones are filled column by column.
-# 16 keeps most of the gain (one row: 11 -> 6.5 us, 16 rows: 12 -> 8 us; at 64 rows 13 -> 11 us) and the cache
-# of each schema under ~150 KB.
-_SMALL_ROWS = 16
-
-
-def _layout(schema: Schema) -> _Layout:
-    cached = _LAYOUTS.get(id(schema))
+def _template(schema: Schema) -> pb.Table:
+    cached = _TEMPLATES.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    if len(_LAYOUTS) >= _MAX_LAYOUTS:
-        _LAYOUTS.clear()
-    layout = _build_layout(schema)
-    _LAYOUTS[id(schema)] = (schema, layout)  # holding the schema keeps its id from being reused
-    return layout
-
-
-def _build_layout(schema: Schema) -> _Layout:
+    if len(_TEMPLATES) >= _MAX_TEMPLATES:
+        _TEMPLATES.clear()
     template = pb.Table()
-    int_index, low, high = [], [], []
-    for index, column in enumerate(schema.columns):
-        value_type = pb.VALUE_TYPE_FLOAT32 if column.kind == "continuous" else pb.VALUE_TYPE_INT32
-        template.columns.add(name=column.name, value_type=value_type)
-        if column.kind == "continuous":
-            continue
-        int_index.append(index)
-        categorical = column.kind == "categorical" and column.categories is not None
-        low.append(0 if categorical else -(2.0**31))
-        high.append(len(column.categories or ()) - 1 if categorical else 2.0**31 - 1)
-    return _Layout(
-        template,
-        tuple(column.SerializeToString() for column in template.columns),
-        np.asarray(int_index, dtype=np.int64),
-        np.asarray(low, dtype=np.float32)[:, None],
-        np.asarray(high, dtype=np.float32)[:, None],
-    )
-
-
-def _varint(value: int) -> bytes:
-    """Protocol Buffers base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _wire(layout: _Layout, n_rows: int) -> _Wire:
-    cached = layout.wires.get(n_rows)
-    if cached is None:
-        width = 4 * n_rows
-        values_field = b"\x1a" + _varint(width)  # Column.values
-        pieces, marks = [b"\x08" + _varint(n_rows)], [False]  # Table.num_rows
-        for head in layout.heads:  # Table.columns: tag, length, name and type, then the values
-            pieces += [b"\x12" + _varint(len(head) + len(values_field) + width) + head + values_field, bytes(width)]
-            marks += [False, True]
-        message = np.frombuffer(b"".join(pieces), dtype=np.uint8)
-        values = np.repeat(marks, [len(piece) for piece in pieces])
-        cached = layout.wires[n_rows] = _Wire(message, values)
-    return cached
+    for column in schema.columns:
+        template.columns.add(name=column.name, value_type=_WIRE_TYPES[wire_dtype(column)])
+    _TEMPLATES[id(schema)] = (schema, template)  # holding the schema keeps its id from being reused
+    return template
 
 
 def encode_table(schema: Schema, rows: np.ndarray, labels: np.ndarray | None, out: pb.Table | None = None) -> pb.Table:
-    """Graph rows `[n, D]` (and class indices `[n]`) -> Table, from one column-major copy of the rows.
+    """Graph rows `[n, D]` (and class indices `[n]`) -> Table, values as the contract's `finish_rows` gives them.
 
     `out` (e.g. `response.rows`) is filled in place, saving the copy a `rows=` constructor argument makes.
     """
-    layout = _layout(schema)
-    n_rows = rows.shape[0]
-    # FLOAT32 and INT32 share the 4-byte item size, so all columns live in one column-major buffer.
-    # A copy even where the transpose is already contiguous (one row): integer codes are written into it.
-    columns_first = np.array(rows.T, dtype="<f4", order="C")
-    if layout.int_index.size:
-        whole = np.rint(columns_first[layout.int_index])
-        np.maximum(whole, layout.int_low, out=whole)  # in place: cheaper than np.clip's checks
-        np.minimum(whole, layout.int_high, out=whole)
-        columns_first.view("<i4")[layout.int_index] = whole.astype("<i4")
+    values = finish_rows(schema, rows)
     table = pb.Table() if out is None else out
-    if n_rows <= _SMALL_ROWS:
-        wire = _wire(layout, n_rows)
-        message = wire.message.copy()
-        message[wire.values] = columns_first.view(np.uint8).ravel()
-        payload = message.tobytes()
-        if labels is not None:
-            payload += b"\x1a" + _varint(4 * n_rows) + labels.astype("<i4", copy=False).tobytes()  # Table.labels
-        table.ParseFromString(payload)
-        return table
-    buffer = columns_first.tobytes()
-    table.CopyFrom(layout.template)
-    table.num_rows = n_rows
-    width = 4 * n_rows
-    for index, column in enumerate(table.columns):
-        column.values = buffer[index * width : (index + 1) * width]
+    table.CopyFrom(_template(schema))
+    table.num_rows = rows.shape[0]
+    for column, column_values in zip(table.columns, values):
+        column.values = column_values.tobytes()
     if labels is not None:
         table.labels = labels.astype("<i4", copy=False).tobytes()
     return table
@@ -180,19 +88,10 @@ def decode_table(schema: Schema, table: pb.Table, max_rows: int, field: str = "r
                 f"{n_rows * dtype.itemsize}"
             )
         values = np.frombuffer(column.values, dtype=dtype)
-        if dtype.kind == "f":
-            bad = int(np.count_nonzero(~np.isfinite(values)))
-            if bad:
-                raise InvalidArgument(f"{where}: {bad} value(s) are NaN or infinite")
-        if spec.kind == "categorical" and spec.categories is not None:
-            n_categories = len(spec.categories)
-            bad_codes = (values < 0) | (values >= n_categories) | (values != np.floor(values))
-            if bad_codes.any():
-                first = values[np.argmax(bad_codes)]
-                raise InvalidArgument(
-                    f"{where}: category code {first} is out of range; codes are whole numbers in [0, {n_categories})"
-                )
-        rows[:, index] = values
+        try:
+            rows[:, index] = accept_column(spec, values, where)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
     return rows
 
 

@@ -6,6 +6,7 @@ The server side lives in `serving.server.create_server` (`ServerConfig.tls_*`); 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,22 @@ __all__ = ["ClientTls"]
 
 @dataclass(frozen=True)
 class ClientTls:
-    """How a client verifies the server (`ca_file`, or the system roots) and, for mTLS, proves who it is."""
+    """How a client verifies the server (`ca_file`, or the system roots) and, for mTLS, proves who it is.
 
-    ca_file: Path | None = None  # PEM CA that signed the server certificate; None: the system's roots
-    cert_file: Path | None = None  # PEM client certificate chain (mTLS), with key_file
-    key_file: Path | None = None
+    File fields take a `Path` or a `str` path; they are stored as `Path`."""
+
+    ca_file: Path | str | None = None  # PEM CA that signed the server certificate; None: the system's roots
+    cert_file: Path | str | None = None  # PEM client certificate chain (mTLS), with key_file
+    key_file: Path | str | None = None
     server_name: str | None = None  # name to check the server certificate against, when it differs from the target
 
     def __post_init__(self) -> None:
+        for field in ("ca_file", "cert_file", "key_file"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, Path):
+                if not isinstance(value, str | os.PathLike):
+                    raise TypeError(f"tls.{field}: expected a path (str or Path), got {type(value).__name__}")
+                object.__setattr__(self, field, Path(value))  # frozen: the one place the fields are normalized
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("tls: cert_file and key_file go together (mutual TLS needs both)")
 
@@ -40,10 +49,10 @@ class ClientTls:
         return [] if self.server_name is None else [("grpc.ssl_target_name_override", self.server_name)]
 
 
-def _read(path: Path | None, field: str) -> bytes | None:
+def _read(path: Path | str | None, field: str) -> bytes | None:
     if path is None:
         return None
     try:
-        return path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ValueError(f"tls.{field}: cannot read {path} ({exc.strerror})") from exc

@@ -9,6 +9,7 @@ throughput (JSON spends most of a 1,000-row request formatting floats).
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 from collections.abc import Mapping
@@ -17,7 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from synthserve.contract import MAX_BEST_OF, MAX_TEMPERATURE, PLAIN_SAMPLING, SamplingOptions, Schema
+from synthserve.contract import (
+    MAX_BEST_OF,
+    MAX_TEMPERATURE,
+    MISSING_CODE,
+    PLAIN_SAMPLING,
+    Column,
+    SamplingOptions,
+    Schema,
+    accept_column,
+    finish_rows,
+    from_datetime64,
+    to_datetime64,
+)
 from torchserve_handler.errors import InvalidRequest
 
 __all__ = [
@@ -31,7 +44,6 @@ __all__ = [
     "decode_body",
     "npy_bytes",
     "parse_request",
-    "rounded",
     "rows_from_columns",
 ]
 
@@ -173,56 +185,79 @@ def rows_from_columns(schema: Schema, columns: Mapping[str, Any], max_rows: int)
     for index, column in enumerate(schema.columns):
         field = f"rows[{column.name!r}]"
         values = columns[column.name]
+        gaps = np.array([v is None for v in values])  # null in JSON: a missing value
+        numbers = np.full(n_rows, np.nan)
+        present = [v for v in values if v is not None]
         if column.kind == "categorical" and column.categories is not None:
-            rows[:, index] = _category_codes(values, column.categories, field)
-            continue
-        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in values):
-            raise InvalidRequest(f"{field}: values must be numbers")
-        numbers = np.asarray(values, dtype=np.float64)
-        if not np.isfinite(numbers).all():
-            raise InvalidRequest(f"{field}: values must be finite (no NaN or infinity)")
-        rows[:, index] = numbers
+            numbers[~gaps] = _category_codes(present, column.categories, field)
+        elif column.datetime_unit is not None:
+            numbers[~gaps] = _datetime_units(present, column, field)
+        else:
+            if any(isinstance(v, bool) or not isinstance(v, int | float) for v in present):
+                raise InvalidRequest(f"{field}: values must be numbers (or null for a missing value)")
+            numbers[~gaps] = np.asarray(present, dtype=np.float64)
+        try:
+            rows[:, index] = accept_column(column, numbers, field)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
     return rows
 
 
-def rounded(schema: Schema, rows: np.ndarray) -> np.ndarray:
-    """As the gRPC server sends rows: integer columns and category codes rounded, codes clipped into range."""
-    out = np.array(rows, dtype=np.float32)
-    for index, column in enumerate(schema.columns):
-        if column.kind == "continuous":
-            continue
-        out[:, index] = np.rint(out[:, index])
-        if column.kind == "categorical" and column.categories is not None:
-            np.clip(out[:, index], 0, len(column.categories) - 1, out=out[:, index])
-    return out
+def _datetime_units(values: list[Any], column: Column, field: str) -> np.ndarray:
+    fmt = column.datetime_format
+    try:
+        stamps = [
+            np.datetime64(datetime.datetime.strptime(v, fmt) if fmt else datetime.datetime.fromisoformat(v), "ns")
+            for v in values
+        ]
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{field}: values must be datetimes written as {fmt or 'ISO 8601'} ({exc})") from None
+    return from_datetime64(column, np.asarray(stamps, dtype="datetime64[ns]"))
+
+
+def _json_values(column: Column, values: np.ndarray) -> list[Any]:
+    """One finished column -> JSON values: category labels, whole numbers, floats, datetimes; null for a gap."""
+    if column.kind == "categorical" and column.categories is not None:
+        labels = np.asarray(column.categories, dtype=object)[np.clip(values, 0, None)]
+        return [None if code == MISSING_CODE else label for code, label in zip(values.tolist(), labels.tolist())]
+    if column.datetime_unit is not None:
+        stamps = to_datetime64(column, values).astype("datetime64[us]").tolist()
+        return [
+            None if s is None else s.strftime(column.datetime_format) if column.datetime_format else s.isoformat()
+            for s in stamps
+        ]
+    gaps = np.isnan(values) if values.dtype.kind == "f" else np.zeros(len(values), dtype=bool)
+    if column.kind == "integer":
+        numbers = np.where(gaps, 0, values).astype(np.int64).tolist()
+    else:
+        numbers = values.astype(np.float64).tolist()
+    return [None if gap else v for v, gap in zip(numbers, gaps.tolist())]
 
 
 def columns_from_rows(schema: Schema, rows: np.ndarray, labels: np.ndarray | None) -> dict[str, list[Any]]:
-    """Graph rows [n, D] (+ class indices [n]) -> {column: values}: floats, whole numbers, category labels.
-
-    Continuous values keep their float32 value; the label column, for conditional models, comes last.
-    """
-    whole = rounded(schema, rows)
-    out: dict[str, list[Any]] = {}
-    for index, column in enumerate(schema.columns):
-        if column.kind == "continuous":
-            out[column.name] = whole[:, index].astype(np.float64).tolist()
-        elif column.kind == "categorical" and column.categories is not None:
-            codes = whole[:, index].astype(np.int64)
-            out[column.name] = np.asarray(column.categories, dtype=object)[codes].tolist()
-        else:
-            out[column.name] = whole[:, index].astype(np.int64).tolist()
+    """Graph rows [n, D] (+ class indices [n]) -> {column: values} as the gRPC server finishes them (ranges,
+    decimals, gaps as null), in the training data's terms; the label column, for conditional models, comes last."""
+    out = {
+        column.name: _json_values(column, values) for column, values in zip(schema.columns, finish_rows(schema, rows))
+    }
     if schema.label is not None and labels is not None:
         out[schema.label.name] = np.asarray(schema.label.classes, dtype=object)[labels].tolist()
     return out
 
 
 def array_from_rows(schema: Schema, rows: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-    """Graph rows [n, D] -> float32 [n, D] (+ the class index as a last column when the model is conditional)."""
-    whole = rounded(schema, rows)
+    """Graph rows [n, D] -> float32 [n, D] of the finished values (codes; NaN for a gap), plus the class index as a
+    last column when the model is conditional."""
+    finished = np.stack(
+        [
+            np.where(v == MISSING_CODE, np.nan, v) if c.kind == "categorical" else v
+            for c, v in zip(schema.columns, finish_rows(schema, rows))
+        ],
+        axis=1,
+    ).astype(np.float32)
     if labels is None:
-        return whole
-    return np.concatenate([whole, labels.astype(np.float32)[:, None]], axis=1)
+        return finished
+    return np.concatenate([finished, labels.astype(np.float32)[:, None]], axis=1)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

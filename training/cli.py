@@ -20,7 +20,16 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--impute", action="store_true", help="fill missing values instead of refusing them")
+    parser.add_argument(
+        "--impute", action="store_true", help="fill missing values (median / most frequent) instead of modelling gaps"
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=KIND",
+        help="override a column's inferred kind: continuous, integer, categorical, datetime or drop (repeatable)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -30,6 +39,12 @@ def _train_parser() -> argparse.ArgumentParser:
         help="dynamo: smaller, faster graphs (default); torchscript: about 4x quicker export, for many models",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the report's PNG plots (report.json stays)")
+    parser.add_argument(
+        "--accept-weak-model",
+        action="store_true",
+        help="publish even a model the quality gate refuses (trivially detected, collapsed or copying training "
+        "rows); the verdict stays in its metrics",
+    )
     return parser
 
 
@@ -41,23 +56,55 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Longer messages (a column's values, say) are cut: the answer to bad input is one readable line.
+MAX_ERROR_CHARS = 400
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """What bad input raises: unusable data, a broken manifest, a missing or unreadable file or directory."""
+    from synthserve.contract import ManifestError
+    from training.data import DataError
+
+    return (DataError, ManifestError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _refuse(error: Exception) -> int:
+    """One `error: ...` line on stderr, no traceback; exit status 2."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def _train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
-        print(f"--epochs must be >= 1, got {args.epochs}", file=sys.stderr)
+        print(f"error: --epochs must be >= 1, got {args.epochs}", file=sys.stderr)
         return 2
     if not args.name or "/" in args.name or args.name.startswith("."):
-        print(f"--name {args.name!r}: must be a non-empty name without '/' and not starting with '.'", file=sys.stderr)
+        print(
+            f"error: --name {args.name!r}: must be a non-empty name without '/', not starting with '.'", file=sys.stderr
+        )
         return 2
+    if args.model_store.exists() and not args.model_store.is_dir():
+        print(f"error: --model-store {args.model_store}: not a directory", file=sys.stderr)
+        return 2
+    kinds = {}
+    for item in args.column:
+        name, sep, kind = item.partition("=")
+        if not sep or not name or not kind:
+            print(f"--column {item!r}: expected NAME=KIND", file=sys.stderr)
+            return 2
+        kinds[name] = kind
     import torch
     import torch.distributed as dist
 
-    from training.data import DataError
     from training.pipeline import TrainRequest, train_and_publish
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        print("--device cuda: CUDA is not available on this machine", file=sys.stderr)
+        print("error: --device cuda: CUDA is not available on this machine", file=sys.stderr)
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -76,20 +123,26 @@ def _train(argv: list[str]) -> int:
         epochs=args.epochs,
         device=device,
         impute=args.impute,
+        column_kinds=kinds,
         progress=not args.no_progress,
         onnx_exporter=args.onnx_exporter,
         plots=not args.no_plots,
+        accept_weak=args.accept_weak_model,
     )
     try:
         path = train_and_publish(request)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except _input_errors() as exc:  # from loading the data up to the evaluation after export
+        return _refuse(exc)
     finally:
         if distributed:
             dist.barrier()
             dist.destroy_process_group()
     if path is not None:
+        from synthserve.contract import load_manifest
+        from training.gate import summary_lines
+
+        for line in summary_lines(load_manifest(path).metrics):
+            print(line)
         print(path)
     return 0
 
@@ -100,10 +153,9 @@ def _evaluate(argv: list[str]) -> int:
 
     try:
         path = evaluate_published(args.model_store, args.name, args.version)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path / "report.json")
+    except _input_errors() as exc:
+        return _refuse(exc)
+    print(path)
     return 0
 
 

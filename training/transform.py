@@ -6,8 +6,14 @@ and return rows in original units and category codes.
   10 training rows, <= 64 knots), extrapolated linearly beyond the training range; exact log|dz/dx|.
 - integer columns (and, in "ordinal" mode, categorical codes): dequantized to x + u, u ~ U[0, 1), then the
   same map; rows come back as floor(.) clipped to the training range. Densities use the midpoint x + 0.5.
+  Continuous rows come back clipped to the training range too, so no value leaves [min, max].
 - categorical columns in "onehot" mode: one block of K indicators each (VAE and GAN likelihoods).
-Model space is [scalar columns (S) | one-hot blocks (sum K)].
+- missing values (NaN in rows): every column with gaps in training gets a missingness indicator, a discrete
+  0/1 scalar the models learn jointly with the values; a gap's own value is drawn from N(0, 1) in model space
+  in training (the column's marginal: the model learns "missing" as independent of that value) and is the
+  median, z = 0, when scoring; its log|dz/dx| is 0. Rows come back with NaN where the indicator is 1. A
+  gap in a column that had none in training is scored the same way (one-point estimate at the median).
+Model space is [scalar columns (S) | missingness indicators (M) | one-hot blocks (sum K)].
 """
 
 from __future__ import annotations
@@ -31,20 +37,22 @@ MIN_KNOTS = 4
 
 @dataclass(frozen=True)
 class TransformParams:
-    """Fitted parameters: knots per scalar column and the one-hot block sizes."""
+    """Fitted parameters: knots per scalar (value, then missingness indicator) and the one-hot block sizes."""
 
     scalar_columns: tuple[int, ...]  # positions in `rows`
-    discrete: tuple[bool, ...]  # per scalar column: dequantized (integer / ordinal categorical)
-    x_knots: np.ndarray  # [S, K] strictly increasing, original units (dequantized for discrete)
-    z_knots: np.ndarray  # [S, K] strictly increasing, normal quantiles
-    lower: np.ndarray  # [S] smallest value a discrete column may take
-    upper: np.ndarray  # [S] largest
+    discrete: tuple[bool, ...]  # per scalar (S + M): dequantized (integer / ordinal categorical / indicator)
+    x_knots: np.ndarray  # [S + M, K] strictly increasing, original units (dequantized for discrete)
+    z_knots: np.ndarray  # [S + M, K] strictly increasing, normal quantiles
+    lower: np.ndarray  # [S + M] smallest value a column may take
+    upper: np.ndarray  # [S + M] largest
     onehot_columns: tuple[int, ...]
     onehot_sizes: tuple[int, ...]
+    missing_columns: tuple[int, ...] = ()  # positions in `rows` of the columns with a missingness indicator
 
     @property
     def n_scalar(self) -> int:
-        return len(self.scalar_columns)
+        """Scalars of model space: the values of the scalar columns, then the missingness indicators."""
+        return len(self.scalar_columns) + len(self.missing_columns)
 
     @property
     def model_width(self) -> int:
@@ -72,7 +80,7 @@ def _monotone_knots(values: np.ndarray, n_knots: int) -> tuple[np.ndarray, np.nd
 
 
 def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: int) -> TransformParams:
-    """Fit on training rows (float32 codes). `categorical` is "onehot" or "ordinal"."""
+    """Fit on training rows (float32 codes, NaN = missing). `categorical` is "onehot" or "ordinal"."""
     if categorical not in ("onehot", "ordinal"):
         raise ValueError(f"categorical encoding must be 'onehot' or 'ordinal', got {categorical!r}")
     rng = np.random.default_rng(seed)
@@ -80,15 +88,14 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
     scalar, discrete, xs, zs, lower, upper, onehot, sizes = [], [], [], [], [], [], [], []
     for j, col in enumerate(schema.columns):
         values = rows[:, j].astype(np.float64)
+        values = values[~np.isnan(values)]
         if col.kind == "categorical" and categorical == "onehot":
             assert col.categories is not None
             onehot.append(j)
             sizes.append(len(col.categories))
             continue
         is_discrete = col.kind != "continuous"
-        if is_discrete:
-            values = values + rng.random(len(values))
-        x, z = _monotone_knots(values, n_knots)
+        x, z = _monotone_knots(values + rng.random(len(values)) if is_discrete else values, n_knots)
         scalar.append(j)
         discrete.append(is_discrete)
         xs.append(x)
@@ -98,8 +105,17 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
             lower.append(0.0)
             upper.append(float(len(col.categories) - 1))
         else:
-            lower.append(float(rows[:, j].min()))
-            upper.append(float(rows[:, j].max()))
+            lower.append(float(values.min()))
+            upper.append(float(values.max()))
+    missing = [j for j in range(rows.shape[1]) if np.isnan(rows[:, j]).any()]
+    for j in missing:
+        indicator = np.isnan(rows[:, j]).astype(np.float64)
+        x, z = _monotone_knots(indicator + rng.random(len(indicator)), n_knots)
+        discrete.append(True)
+        xs.append(x)
+        zs.append(z)
+        lower.append(0.0)
+        upper.append(1.0)
     empty = np.zeros((0, n_knots))
     return TransformParams(
         tuple(scalar),
@@ -110,6 +126,7 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
         np.asarray(upper),
         tuple(onehot),
         tuple(sizes),
+        tuple(missing),
     )
 
 
@@ -208,6 +225,8 @@ class FeatureCodec(nn.Module):
     upper: Tensor
     place_scalar: Tensor
     place_codes: Tensor
+    place_missing: Tensor
+    zero_row: Tensor
 
     def __init__(self, params: TransformParams, n_columns: int) -> None:
         super().__init__()
@@ -223,21 +242,24 @@ class FeatureCodec(nn.Module):
         self.inverse_map = PiecewiseLinear(z, x)
         self.register_buffer("lower", torch.as_tensor(params.lower, dtype=torch.float32))
         self.register_buffer("upper", torch.as_tensor(params.upper, dtype=torch.float32))
-        # Scatter matrices place scalar and categorical columns back into row order without index_put.
-        place_scalar = torch.zeros(max(params.n_scalar, 1), n_columns)
-        for i, j in enumerate(params.scalar_columns):
-            place_scalar[i, j] = 1.0
-        place_codes = torch.zeros(max(len(params.onehot_columns), 1), n_columns)
-        for i, j in enumerate(params.onehot_columns):
-            place_codes[i, j] = 1.0
-        self.register_buffer("place_scalar", place_scalar[: params.n_scalar])
-        self.register_buffer("place_codes", place_codes[: len(params.onehot_columns)])
+        # Scatter matrices place scalar and categorical columns back into row order without index_put; the
+        # missingness matrix maps row columns to their indicators (and back).
+        self.n_values = len(params.scalar_columns)
+        self.n_missing = len(params.missing_columns)
+        self.register_buffer("place_scalar", _placement(params.scalar_columns, n_columns))
+        self.register_buffer("place_codes", _placement(params.onehot_columns, n_columns))
+        self.register_buffer("place_missing", _placement(params.missing_columns, n_columns))
+        self.register_buffer("zero_row", torch.zeros(1, n_columns))  # [1, D]: rows of zeros for all-one-hot tables
 
-    def to_model(self, rows: Tensor, dequant: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """rows [B, D] -> (scalar z [B, S], log|dz/dx| [B], one-hot [B, sum K]).
+    def to_model(
+        self, rows: Tensor, dequant: Tensor | None = None, fill: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """rows [B, D] (NaN = missing) -> (scalar z [B, S + M], log|dz/dx| [B], one-hot [B, sum K]).
 
-        `dequant` [B, S] in [0, 1) is added to discrete columns (training); None uses the midpoint 0.5.
+        `dequant` [B, S + M] in [0, 1) is added to discrete scalars (training); None uses the midpoint 0.5.
+        `fill` [B, S + M] is the model-space value of a gap (training: N(0, 1) draws); None uses 0, the median.
         """
+        # One-hot blocks compare the raw rows: a gap (NaN) equals no code, so its block is all zeros.
         blocks = [
             (rows[:, j : j + 1] == torch.arange(k, device=rows.device, dtype=rows.dtype)).to(rows.dtype)
             for j, k in zip(self.onehot_positions, self.onehot_sizes)
@@ -245,21 +267,50 @@ class FeatureCodec(nn.Module):
         onehot = torch.cat(blocks, dim=1) if blocks else rows[:, :0]
         if self.n_scalar == 0:  # all-categorical tables: no zero-width tensors in the exported graph
             return rows[:, :0], torch.zeros_like(rows[:, 0]), onehot
-        x = rows @ self.place_scalar.T  # the scalar columns, exactly (a Gemm; indexing exports as GatherND)
+        gaps = torch.isnan(rows)
+        clean = torch.where(gaps, torch.zeros_like(rows), rows)
+        # The scalar columns, exactly (a Gemm; indexing exports as GatherND); NaN would spread through it.
+        parts, gap_parts = [], []
+        if self.n_values:
+            parts.append(clean @ self.place_scalar.T)
+            gap_parts.append(gaps.to(rows.dtype) @ self.place_scalar.T)
+        if self.n_missing:
+            indicators = gaps.to(rows.dtype) @ self.place_missing.T
+            parts.append(indicators)
+            gap_parts.append(torch.zeros_like(indicators))
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        gap = torch.cat(gap_parts, dim=1) if len(gap_parts) > 1 else gap_parts[0]
         offset = torch.full_like(x, 0.5) if dequant is None else dequant
         x = x + offset * self.discrete.to(x.dtype)
         z, slope = self.forward_map(x)
-        return z, torch.log(slope).sum(-1), onehot
+        is_gap = gap > 0.5
+        z = torch.where(is_gap, torch.zeros_like(z) if fill is None else fill, z)
+        log_slope = torch.where(is_gap, torch.zeros_like(slope), torch.log(slope))
+        return z, log_slope.sum(-1), onehot
 
     def from_model(self, z: Tensor, codes: Tensor | None) -> Tensor:
-        """(scalar z [B, S], category codes [B, n_onehot] as float) -> rows [B, D] in original units."""
+        """(scalar z [B, S + M], category codes [B, n_onehot] as float) -> rows [B, D] in original units, every
+        value within its training range, NaN where a missingness indicator is 1."""
         if self.n_scalar == 0:
             assert codes is not None
             return codes @ self.place_codes
         x, _ = self.inverse_map(z)
-        floored = torch.minimum(torch.maximum(torch.floor(x), self.lower), self.upper)
-        x = torch.where(self.discrete, floored, x)
-        rows = x @ self.place_scalar
+        x = torch.minimum(torch.maximum(x, self.lower), self.upper)
+        x = torch.where(self.discrete, torch.floor(x), x)  # floor keeps a discrete value within its range
+        rows = (
+            x[:, : self.n_values] @ self.place_scalar if self.n_values else torch.zeros_like(x[:, :1]) @ self.zero_row
+        )
         if codes is not None and self.place_codes.shape[0] > 0:
             rows = rows + codes @ self.place_codes
+        if self.n_missing:
+            missing = x[:, self.n_values :] @ self.place_missing  # [B, D], 1 where the value is missing
+            rows = torch.where(missing > 0.5, torch.full_like(rows, math.nan), rows)
         return rows
+
+
+def _placement(positions: tuple[int, ...], n_columns: int) -> Tensor:
+    """[len(positions), n_columns] 0/1: row i selects column positions[i] (x @ P.T gathers, y @ P scatters)."""
+    place = torch.zeros(len(positions), n_columns)
+    for i, j in enumerate(positions):
+        place[i, j] = 1.0
+    return place

@@ -64,20 +64,30 @@ class Table(_message.Message):
     def __init__(self, num_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., labels: _Optional[bytes] = ...) -> None: ...
 
 class ColumnSpec(_message.Message):
-    __slots__ = ("name", "kind", "dtype", "categories", "min", "max")
+    __slots__ = ("name", "kind", "dtype", "categories", "min", "max", "decimals", "missing_rate", "datetime_unit", "datetime_origin", "datetime_format")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     MIN_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
+    DECIMALS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_RATE_FIELD_NUMBER: _ClassVar[int]
+    DATETIME_UNIT_FIELD_NUMBER: _ClassVar[int]
+    DATETIME_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    DATETIME_FORMAT_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ColumnKind
     dtype: str
     categories: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
     min: float
     max: float
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., dtype: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+    decimals: int
+    missing_rate: float
+    datetime_unit: str
+    datetime_origin: str
+    datetime_format: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., dtype: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., decimals: _Optional[int] = ..., missing_rate: _Optional[float] = ..., datetime_unit: _Optional[str] = ..., datetime_origin: _Optional[str] = ..., datetime_format: _Optional[str] = ...) -> None: ...
 
 class LabelSpec(_message.Message):
     __slots__ = ("name", "dtype", "classes", "priors")

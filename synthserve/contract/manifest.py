@@ -17,9 +17,11 @@ from typing import Any
 
 __all__ = [
     "COLUMN_KINDS",
+    "DATETIME_UNITS",
     "FORMAT_VERSION",
     "GRAPH_NAMES",
     "MANIFEST_FILE",
+    "MAX_DECIMALS",
     "Calibration",
     "Column",
     "GraphSpec",
@@ -37,6 +39,8 @@ GRAPH_NAMES = ("sample", "log_prob", "encode")
 COLUMN_KINDS = ("continuous", "integer", "categorical")
 TENSOR_ROLES = ("noise", "label", "rows", "output")
 TENSOR_DTYPES = ("float32", "int64")
+DATETIME_UNITS = ("D", "h", "m", "s", "ms", "us")
+MAX_DECIMALS = 12
 
 
 class ManifestError(ValueError):
@@ -51,8 +55,19 @@ class Column:
     kind: str  # continuous | integer | categorical
     dtype: str  # pandas dtype of the training data: float64, int64, object, bool, ...
     categories: tuple[Any, ...] | None = None  # categorical: labels in code order (code = index)
-    min: float | None = None  # continuous/integer: range seen in training
+    min: float | None = None  # continuous/integer: range seen in training (rows never leave it)
     max: float | None = None
+    decimals: int | None = None  # continuous: values are rounded to this many decimals (None: not rounded)
+    missing_rate: float = 0.0  # share of training rows without a value; > 0: rows may have gaps (NaN)
+    # Datetime columns (kind integer or continuous): a value v is datetime_origin + v * datetime_unit, rendered
+    # with datetime_format (strftime; None: returned as datetime64).
+    datetime_unit: str | None = None  # numpy unit: D, h, m, s, ms, us
+    datetime_origin: str | None = None  # ISO 8601
+    datetime_format: str | None = None
+
+    @property
+    def nullable(self) -> bool:
+        return self.missing_rate > 0.0
 
 
 @dataclass(frozen=True)
@@ -268,8 +283,11 @@ def _parse_schema(raw: dict[str, Any]) -> Schema:
                 kind=kind,
                 dtype=_require(craw, "dtype", str, where),
                 categories=tuple(categories) if categories is not None else None,
-                min=craw.get("min"),
-                max=craw.get("max"),
+                min=_optional_number(craw, "min", where),
+                max=_optional_number(craw, "max", where),
+                decimals=_optional_decimals(craw, where),
+                missing_rate=_missing_rate(craw, where),
+                **_datetime_fields(craw, kind, where),
             )
         )
     if not columns:
@@ -288,6 +306,48 @@ def _parse_schema(raw: dict[str, Any]) -> Schema:
     if image_shape is not None and math.prod(image_shape) != len(columns):
         raise ManifestError(f"schema.image_shape {image_shape} does not hold {len(columns)} columns")
     return Schema(tuple(columns), label, tuple(image_shape) if image_shape is not None else None)
+
+
+def _optional_number(raw: dict[str, Any], key: str, where: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ManifestError(f"{where}{key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _optional_decimals(raw: dict[str, Any], where: str) -> int | None:
+    value = raw.get("decimals")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DECIMALS:
+        raise ManifestError(f"{where}decimals must be an integer in [0, {MAX_DECIMALS}], got {value!r}")
+    return value
+
+
+def _missing_rate(raw: dict[str, Any], where: str) -> float:
+    value = raw.get("missing_rate", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+        raise ManifestError(f"{where}missing_rate must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _datetime_fields(raw: dict[str, Any], kind: str, where: str) -> dict[str, str | None]:
+    unit, origin, fmt = raw.get("datetime_unit"), raw.get("datetime_origin"), raw.get("datetime_format")
+    if unit is None:
+        if origin is not None or fmt is not None:
+            raise ManifestError(f"{where}datetime_unit: needed with datetime_origin / datetime_format")
+        return {}
+    if unit not in DATETIME_UNITS:
+        raise ManifestError(f"{where}datetime_unit must be one of {DATETIME_UNITS}, got {unit!r}")
+    if kind == "categorical":
+        raise ManifestError(f"{where}datetime_unit: a datetime column is integer or continuous, not categorical")
+    if not isinstance(origin, str):
+        raise ManifestError(f"{where}datetime_origin: a datetime column needs its origin as an ISO 8601 string")
+    if fmt is not None and not isinstance(fmt, str):
+        raise ManifestError(f"{where}datetime_format must be a strftime string, got {fmt!r}")
+    return {"datetime_unit": unit, "datetime_origin": origin, "datetime_format": fmt}
 
 
 def _parse_tensor(raw: dict[str, Any], where: str) -> TensorSpec:

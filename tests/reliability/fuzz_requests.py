@@ -217,12 +217,14 @@ def _rows_case(draw: st.DrawFn, method: str) -> Case:
         target = rows.columns[draw(st.integers(0, 1))]
         target.value_type = pb.VALUE_TYPE_FLOAT64
         values = np.random.default_rng(n_rows).normal(size=n_rows)
-        values[draw(st.integers(0, n_rows - 1))] = draw(st.sampled_from([float("nan"), float("inf"), -float("inf")]))
+        # NaN is a missing value (accepted); these are not.
+        values[draw(st.integers(0, n_rows - 1))] = draw(st.sampled_from([float("inf"), -float("inf"), 1e300, -1e39]))
         target.values = values.astype("<f8").tobytes()
-        return Case(method, request, "NaN or infinite")
+        return Case(method, request, "infinite or beyond float32's range")
     if defect == "category":
         codes = np.zeros(n_rows)
-        codes[draw(st.integers(0, n_rows - 1))] = draw(st.sampled_from([-1.0, 3.0, 0.5, 2.999, 1e300, -1e300]))
+        # -1 is a missing category (accepted); these are not codes.
+        codes[draw(st.integers(0, n_rows - 1))] = draw(st.sampled_from([-2.0, 3.0, 0.5, 2.999, 1e300, -1e300]))
         rows.columns[2].value_type = pb.VALUE_TYPE_FLOAT64
         rows.columns[2].values = codes.astype("<f8").tobytes()
         return Case(method, request, "category code")

@@ -172,8 +172,8 @@ BUILDERS = {"sample": _sample_graph, "log_prob": _log_prob_graph, "encode": _enc
 
 SCHEMA = Schema(
     columns=(
-        Column("x0", "continuous", "float64", min=-5.0, max=5.0),
-        Column("x1", "continuous", "float64", min=-5.0, max=5.0),
+        Column("x0", "continuous", "float64", min=-1000.0, max=1000.0),
+        Column("x1", "continuous", "float64", min=-1000.0, max=1000.0),
         Column("cat", "categorical", "object", categories=CATEGORIES),
     ),
     label=LabelSpec("y", "object", CLASSES, PRIORS),

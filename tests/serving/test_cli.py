@@ -210,3 +210,173 @@ def test_sample_passes_sampling_options_and_reports_them(
     assert len(captured.out.strip().splitlines()) == 6  # header + 5 rows
     assert main([*argv, "--best-of", "99"]) == 1
     assert "INVALID_ARGUMENT: sampling.best_of must be in [1, 64], got 99" in capsys.readouterr().err
+
+
+# Bad input: one stderr line that names the field, exit status 2, no traceback and nothing sent to the server.
+
+
+@pytest.fixture()
+def rows_csv(tmp_path: Path) -> Path:
+    """Rows as `gauss` reads them: x0, x1, cat (a | b | c) and the label y (neg | pos)."""
+    path = tmp_path / "rows.csv"
+    frame = pd.DataFrame({"x0": [0.1, 2.9, 0.3], "x1": [0.0, -2.1, 0.2], "cat": ["a", "b", "c"]})
+    frame.assign(y=["neg", "pos", "neg"]).to_csv(path, index=False)
+    return path
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Runs the CLI on bad input; returns its one stderr line after checking the exit status and the output."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.out == ""
+    return lines[0]
+
+
+def test_score_of_a_missing_input_file_names_it(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.csv"
+    line = _refused(["score", "--target", server.target, "--model", "gauss", "--input", str(missing)], capsys)
+    assert line == f"synthserve score: --input {missing}: no such file"
+
+
+def test_balance_with_a_misspelt_label_column_offers_the_close_match(
+    server: ServerThread, rows_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["balance", "--target", server.target, "--model", "gauss", "--input", str(rows_csv), "--label-column", "Y"]
+    line = _refused(argv, capsys)
+    assert line == f"synthserve balance: --label-column 'Y': no such column in {rows_csv} (did you mean 'y'?)"
+
+
+def test_score_with_an_unknown_category_names_the_column(
+    server: ServerThread, rows_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = rows_csv.with_name("unknown.csv")
+    pd.read_csv(rows_csv).assign(cat=["a", "zebra", "c"]).to_csv(unknown, index=False)
+    line = _refused(["score", "--target", server.target, "--model", "gauss", "--input", str(unknown)], capsys)
+    assert line.startswith(f"synthserve score: --input {unknown}: column 'cat'") and "zebra" in line
+
+
+@pytest.mark.parametrize("command", ["score", "encode"])
+def test_a_misspelt_input_column_offers_the_close_match(
+    server: ServerThread, rows_csv: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    renamed = rows_csv.with_name("renamed.csv")
+    pd.read_csv(rows_csv).rename(columns={"x1": "X1"}).to_csv(renamed, index=False)
+    line = _refused([command, "--target", server.target, "--model", "gauss", "--input", str(renamed)], capsys)
+    assert line == f"synthserve {command}: --input {renamed}: no column 'x1' (did you mean 'X1'?)"
+
+
+@pytest.mark.parametrize("command", ["sample", "score"])
+def test_an_unsupported_output_type_is_refused_before_any_work(
+    server: ServerThread, rows_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    output = tmp_path / "x.xlsx"
+    what = ["--rows", "5"] if command == "sample" else ["--input", str(rows_csv)]
+    line = _refused([command, "--target", server.target, "--model", "gauss", *what, "-o", str(output)], capsys)
+    assert line == f"synthserve {command}: --output {output}: unsupported file type '.xlsx' (use .csv or .parquet)"
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--rows", "0"], "--rows must be >= 1, got 0"),
+        (["--rows", "5", "--proportions", "neg"], "--proportions: expected LABEL=WEIGHT (a number),..., got 'neg'"),
+        (["--rows", "5", "--proportions", "neg=1", "--label", "pos"], "--label and --proportions: give one"),
+        (["--rows", "5", "--tls-ca", "nope.pem"], "--tls-ca nope.pem: no such file"),
+        (["--rows", "5", "--tls-key", "client.key"], "--tls-cert and --tls-key: give both (mutual TLS) or neither"),
+        (
+            ["--rows", "5", "-o", "/no/such/directory/rows.csv"],
+            "--output /no/such/directory/rows.csv: no such directory",
+        ),
+    ],
+)
+def test_bad_sample_arguments_are_one_line(
+    server: ServerThread, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    line = _refused(["sample", "--target", server.target, "--model", "gauss", *extra], capsys)
+    assert line.startswith(f"synthserve sample: {message}")
+
+
+def test_bad_balance_counts_and_unreadable_input_are_one_line(
+    server: ServerThread, rows_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["balance", "--target", server.target, "--model", "gauss", "--label-column", "y"]
+    line = _refused([*argv, "--input", str(rows_csv), "--strategy", "explicit_counts", "--counts", "pos=many"], capsys)
+    assert line == "synthserve balance: --counts: expected LABEL=ROWS (a whole number),..., got 'pos=many'"
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("x0,x1\n1,2\n1,2,3,4\n")
+    line = _refused([*argv, "--input", str(ragged)], capsys)
+    assert line.startswith(f"synthserve balance: --input {ragged}: cannot read it as CSV (")
+    sheet = tmp_path / "rows.xlsx"
+    sheet.write_bytes(b"PK")
+    line = _refused([*argv, "--input", str(sheet)], capsys)
+    assert line == f"synthserve balance: --input {sheet}: unsupported file type '.xlsx' (use .csv or .parquet)"
+
+
+def test_serve_with_a_missing_store_or_certificate_is_one_line(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = _refused(["serve", "--model-store", str(tmp_path / "nope"), "--port", "0"], capsys)
+    assert line == f"synthserve serve: --model-store {tmp_path / 'nope'}: no such directory"
+    argv = ["serve", "--model-store", str(store), "--port", "0", "--tls-cert", "srv.pem", "--tls-key", "srv.key"]
+    assert _refused(argv, capsys) == "synthserve serve: --tls-cert srv.pem: no such file"
+
+
+def test_bad_input_through_the_console_script_has_no_traceback(server: ServerThread, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "synthserve.cli", "score", "--target", server.target, "--model", "gauss"]
+    result = subprocess.run([*command, "--input", str(tmp_path / "nope.csv")], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"synthserve score: --input {tmp_path / 'nope.csv'}: no such file"]
+
+
+# Large outputs: streamed to the file as chunks arrive, the same rows as one unary Sample.
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_sample_streams_to_the_output_the_rows_of_a_unary_sample(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    import pyarrow.parquet as pq
+
+    from serving import cli
+    from serving.client import SynthClient
+
+    monkeypatch.setattr(cli, "PARQUET_ROW_GROUP_ROWS", 1000)  # 5,000 rows in chunks of 300: 5 row groups
+    output = tmp_path / f"rows{suffix}"
+    argv = ["sample", "--target", server.target, "--model", "gauss", "--rows", "5000", "--seed", "11"]
+    assert main([*argv, "--chunk-rows", "300", "-o", str(output)]) == 0
+    with SynthClient(server.target) as client:
+        unary = client.sample("gauss", 5000, seed=11)
+    if suffix == ".parquet":
+        streamed = pd.read_parquet(output)
+        assert pq.ParquetFile(output).metadata.num_row_groups == 5
+        pd.testing.assert_frame_equal(streamed, unary, check_exact=False, rtol=1e-6)
+    else:
+        streamed = pd.read_csv(output)  # CSV holds 9 significant digits: float32 values round-trip
+        pd.testing.assert_frame_equal(streamed, unary, check_exact=False, rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [output.name]  # the temporary file was renamed
+
+
+def test_a_failed_sample_leaves_no_output_file(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "rows.parquet"
+    argv = ["sample", "--target", server.target, "--model", "gauss", "--rows", "50", "--best-of", "99"]
+    assert main([*argv, "-o", str(output)]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_client_tls_takes_str_paths(tmp_path: Path) -> None:
+    from serving.tls import ClientTls
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    tls = ClientTls(ca_file=str(ca))
+    assert tls.ca_file == ca and tls.credentials() is not None
+    with pytest.raises(ValueError, match=r"tls\.ca_file: cannot read .*nope\.pem"):
+        ClientTls(ca_file=str(tmp_path / "nope.pem")).credentials()

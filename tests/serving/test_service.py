@@ -224,10 +224,15 @@ BAD_INPUTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "rows.columns['x0'].values",
     ),
-    "NaN": (
-        _score(_with_column("x0", np.array([0.0, np.nan]).tobytes())),
+    "infinite": (
+        _score(_with_column("x0", np.array([0.0, np.inf]).tobytes())),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "NaN or infinite",
+        "infinite or beyond float32's range",
+    ),
+    "beyond float32": (
+        _score(_with_column("x0", np.array([0.0, 1e300]).tobytes())),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "infinite or beyond float32's range",
     ),
     "infinity": (
         _score(_with_column("x1", np.array([np.inf, 0.0]).tobytes())),

@@ -113,10 +113,10 @@ def _direct_rows(seed: int, labels: np.ndarray) -> dict[str, list[Any]]:
     (rows,) = session.run(None, feeds)
     out: dict[str, list[Any]] = {}
     for index, column in enumerate(manifest.schema.columns):
-        if column.kind == "continuous":
-            out[column.name] = rows[:, index].astype(float).tolist()
+        if column.kind == "continuous":  # within the training range
+            out[column.name] = np.clip(rows[:, index].astype(float), column.min, column.max).tolist()
         elif column.kind == "integer":
-            out[column.name] = np.rint(rows[:, index]).astype(int).tolist()
+            out[column.name] = np.clip(np.rint(rows[:, index]), column.min, column.max).astype(int).tolist()
         else:
             assert column.categories is not None
             codes = np.clip(np.rint(rows[:, index]).astype(int), 0, len(column.categories) - 1)

@@ -24,5 +24,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, mixed_csv: Path) -> 
     for family in FAMILIES:
         argv = ["train", "--data", str(mixed_csv), "--model", family, "--name", f"mixed-{family}"]
         argv += ["--label", "outcome", "--model-store", str(store), "--epochs", "8", "--threads", "1", "--no-progress"]
+        if family == "gan":  # 8 epochs leave a GAN barely trained: the quality gate would refuse it
+            argv.append("--accept-weak-model")
         assert cli_main(argv) == 0
     return store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,28 +110,74 @@ def test_density_outputs_are_consistent(trained_store: Path, family: str) -> Non
 
 
 def test_flow_inverse_round_trip(trained_store: Path) -> None:
-    """encode then sample recovers the rows: continuous columns to float precision, discrete ones exactly."""
+    """encode then sample recovers the rows: continuous columns to float precision (within the training range,
+    where sampled rows stay), discrete ones exactly."""
     model = ExportedModel(trained_store / "mixed-flow" / "1")
     frame = make_mixed_frame(300, seed=2)
     rows = encode_rows(frame.drop(columns="outcome"), model.manifest.schema)
     labels = (frame["outcome"] == "yes").to_numpy().astype(np.int64)
     latent = model.encode(rows, labels)
     back = model.sessions["sample"].run(["rows"], {"z": latent, "label": labels})[0]
-    np.testing.assert_allclose(back[:, 0], rows[:, 0], rtol=1e-4)
+    height = model.manifest.schema.columns[0]
+    np.testing.assert_allclose(back[:, 0], np.clip(rows[:, 0], height.min, height.max), rtol=1e-4)
     assert (back[:, 1:] == rows[:, 1:]).mean() > 0.995
 
 
-def test_retraining_makes_the_next_version_and_evaluate_refreshes(tmp_path: Path, mixed_csv: Path) -> None:
-    argv = ["train", "--data", str(mixed_csv), "--model", "gan", "--name", "again", "--label", "outcome"]
-    argv += ["--model-store", str(tmp_path), "--epochs", "1", "--threads", "1", "--no-progress"]
+def test_retraining_makes_the_next_version_and_evaluate_leaves_it_untouched(
+    tmp_path: Path, mixed_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A relative --data path is stored absolute, so `evaluate` works from another directory; evaluations go to
+    their own files and never rewrite the published manifest or the files its checksums list."""
+    data = tmp_path / "data" / "mixed.csv"
+    data.parent.mkdir()
+    shutil.copy(mixed_csv, data)
+    monkeypatch.chdir(data.parent)
+    store = tmp_path / "store"
+    argv = ["train", "--data", data.name, "--model", "gan", "--name", "again", "--label", "outcome"]
+    argv += ["--model-store", str(store), "--epochs", "1", "--threads", "1", "--no-progress", "--accept-weak-model"]
     assert cli_main(argv) == 0 and cli_main(argv) == 0
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["1", "2"]
-    assert load_manifest(tmp_path / "again" / "2").version == 2
-    assert cli_main(["evaluate", "--model-store", str(tmp_path), "--name", "again"]) == 0
-    manifest = load_manifest(tmp_path / "again" / "2")
-    digest = hashlib.sha256((tmp_path / "again" / "2" / "report.json").read_bytes()).hexdigest()
-    assert manifest.files["report.json"] == digest
-    assert cli_main(["evaluate", "--model-store", str(tmp_path), "--name", "missing"]) == 2
+    assert sorted(p.name for p in (store / "again").iterdir()) == ["1", "2"]
+    version = store / "again" / "2"
+    manifest = load_manifest(version)
+    assert manifest.version == 2 and manifest.training["data"] == str(data.resolve())
+    published = {p.name: p.read_bytes() for p in version.iterdir() if p.is_file()}
+    assert set(manifest.files) | {"manifest.json"} <= set(published)
+    capsys.readouterr()
+
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["evaluate", "--model-store", "store", "--name", "again"]) == 0
+    assert cli_main(["evaluate", "--model-store", "store", "--name", "again", "--version", "2"]) == 0
+    records = [Path(line) for line in capsys.readouterr().out.split()]
+    assert len(records) == 2 and records[0] != records[1]
+    for record_path in records:
+        assert record_path.parent == Path("store") / "again" / "2"
+        assert record_path.name.startswith("evaluation-") and record_path.suffix == ".json"
+        record = json.loads(record_path.read_text())
+        assert record["manifest_sha256"] == hashlib.sha256(published["manifest.json"]).hexdigest()
+        assert 0.0 <= record["metrics"]["c2st_auc"] <= 1.0 and record["data"] == str(data.resolve())
+        assert (record_path.parent / record["report"]).is_file()
+    assert {name: (version / name).read_bytes() for name in published} == published
+    assert not [p for p in version.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    def refused(argv: list[str]) -> str:
+        assert cli_main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and "Traceback" not in captured.err
+        (line,) = captured.err.strip().splitlines()
+        return line
+
+    evaluate = ["evaluate", "--model-store", "store", "--name"]
+    assert refused([*evaluate, "missing"]) == "error: --name 'missing': no such model in store"
+    assert refused([*evaluate, "again", "--version", "9"]) == (
+        "error: --version 9: 'again' has no such version (published: 1, 2)"
+    )
+    data.rename(data.with_name("moved.csv"))
+    assert refused([*evaluate, "again"]) == (
+        f"error: training.data '{data.resolve()}' of {Path('store/again/2/manifest.json')}: no such file "
+        "(the data this version was trained on has moved or gone)"
+    )
+    (version / "manifest.json").write_text("{")
+    assert "not valid JSON" in refused([*evaluate, "again"])
 
 
 def test_unconditional_model_has_no_label_input(tmp_path: Path) -> None:
@@ -153,6 +200,80 @@ def test_bad_arguments_are_refused(tmp_path: Path, mixed_csv: Path, capsys: pyte
     assert cli_main([*base, "--name", "x", "--label", "missing"]) == 2
     assert "no such column" in capsys.readouterr().err
     assert cli_main([*base, "--name", "../escape"]) == 2
+
+
+def _bad_tables(directory: Path) -> dict[str, Path]:
+    frame = make_mixed_frame()
+    tables = {
+        "ten_rows": frame.head(10),
+        "continuous_label": frame.assign(income=np.random.default_rng(0).normal(5e4, 1e4, len(frame))),
+    }
+    paths = {}
+    for name, table in tables.items():
+        paths[name] = directory / f"{name}.csv"
+        table.to_csv(paths[name], index=False)
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("data", "label", "field"),
+    [
+        ("nope.csv", "outcome", "--data 'nope.csv'"),
+        ("ten_rows", "outcome", "--label 'outcome'"),
+        ("continuous_label", "income", "--label 'income'"),
+        ("mixed", "Outcome", "--label 'Outcome'"),
+    ],
+)
+def test_bad_training_data_is_one_line_naming_the_field(
+    tmp_path: Path, mixed_csv: Path, capsys: pytest.CaptureFixture[str], data: str, label: str, field: str
+) -> None:
+    paths = {**_bad_tables(tmp_path), "mixed": mixed_csv}
+    source = str(paths.get(data, data))
+    argv = ["train", "--data", source, "--label", label, "--model", "vae", "--name", "bad"]
+    assert cli_main([*argv, "--model-store", str(tmp_path / "store"), "--epochs", "1", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"error: {field}") and len(line) < 400, line
+    if data == "mixed":
+        assert "'outcome'" in line  # the close match
+    assert not (tmp_path / "store" / "bad").exists() or not list((tmp_path / "store" / "bad").iterdir())
+
+
+def test_an_empty_column_with_impute_does_not_crash_after_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty_column.csv"
+    make_mixed_frame().assign(empty=np.nan).to_csv(path, index=False)
+    argv = ["train", "--data", str(path), "--label", "outcome", "--impute", "--model", "vae", "--name", "gaps"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "1", "--threads", "1", "--no-progress", "--no-plots"]
+    code = cli_main([*argv, "--onnx-exporter", "torchscript"])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    if code == 2:  # refused up front, naming the column
+        (line,) = captured.err.strip().splitlines()
+        assert line.startswith("error: ") and "'empty'" in line
+    else:  # or left out (with a note) and the rest published
+        assert code == 0
+        assert "empty" not in [c.name for c in load_manifest(tmp_path / "gaps" / "1").schema.columns]
+
+
+def test_data_errors_raised_after_export_are_one_line_and_publish_nothing(
+    tmp_path: Path, mixed_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import training.pipeline
+    from training.data import DataError
+
+    def failing_evaluation(*args: object, **kwargs: object) -> None:
+        raise DataError("column 'height_cm': held-out rows cannot be evaluated")
+
+    monkeypatch.setattr(training.pipeline, "evaluate_version", failing_evaluation)
+    argv = ["train", "--data", str(mixed_csv), "--label", "outcome", "--model", "vae", "--name", "late"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "1", "--threads", "1", "--no-progress", "--no-plots"]
+    assert cli_main([*argv, "--onnx-exporter", "torchscript"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == ["error: column 'height_cm': held-out rows cannot be evaluated"]
+    assert list((tmp_path / "late").iterdir()) == []  # the staging directory is gone, no version published
 
 
 def test_noise_draws_match_the_contract() -> None:

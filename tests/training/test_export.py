@@ -58,7 +58,7 @@ def test_tracing_exporter_keeps_every_graph_input(tmp_path: Path, mixed_csv: Pat
     """`--onnx-exporter torchscript`: graphs keep the inputs their spec names (dynamo takes over a graph the
     tracer would prune, a GAN's encode label), match the TorchScript module, and `--no-plots` writes no PNG."""
     argv = ["train", "--data", str(mixed_csv), "--model", family, "--name", "m", "--label", "outcome"]
-    argv += ["--model-store", str(tmp_path), "--epochs", "2", "--threads", "1", "--no-progress"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "2", "--threads", "1", "--no-progress", "--accept-weak-model"]
     assert cli_main([*argv, "--onnx-exporter", "torchscript", "--no-plots"]) == 0
     directory = tmp_path / "m" / "1"
     manifest = load_manifest(directory)

@@ -106,9 +106,15 @@ class GenerativeModel(nn.Module):
 
     # --- training -----------------------------------------------------------------------------------
     def model_space(self, rows: Tensor, dequant: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """rows -> (scalar z [B, S], log|dz/dx| [B], one-hot [B, sum K]); random dequantization in training."""
-        noise = torch.rand(rows.shape[0], self.n_scalar, device=rows.device) if dequant else None
-        return self.codec.to_model(rows, noise)
+        """rows -> (scalar z [B, S + M], log|dz/dx| [B], one-hot [B, sum K]); in training, random dequantization
+        and random model-space values for gaps (`FeatureCodec.to_model`)."""
+        if not dequant:
+            return self.codec.to_model(rows)
+        shape = (rows.shape[0], self.n_scalar)
+        dequantization = torch.rand(shape, device=rows.device)
+        # Only tables with gaps draw fills, so the noise stream of tables without any is as it always was.
+        fill = torch.randn(shape, device=rows.device) if self.codec.n_missing else None
+        return self.codec.to_model(rows, dequantization, fill)
 
     @staticmethod
     def gaussian_log_density(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:

@@ -1,0 +1,134 @@
+"""A table as users bring it, through `synthserve train` -> a real gRPC server -> the Python client.
+
+Whole numbers written as floats with gaps, a 2-decimal currency, ISO dates, a boolean, missing values at
+known rates, a 500-level category and a row-unique id: the rows that come back have the training data's
+kinds, ranges, decimals, date format and missing rates, and rows with gaps can be scored and encoded.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.client import SynthClient
+from synthserve.contract import load_manifest
+from synthserve.contract.frames import OTHER_LABEL
+from tests.serving.conftest import ServerThread, make_config
+
+N_ROWS = 1500
+GAP_RATES = {"children": 0.10, "price": 0.05, "city": 0.08}
+
+
+def user_table(n_rows: int = N_ROWS, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    label = rng.choice(["churn", "stay"], n_rows, p=[0.3, 0.7])
+    cities = np.array([f"city_{i:03d}" for i in range(500)])
+    weights = 1.0 / (np.arange(500) + 5.0)
+    city = np.concatenate([cities, rng.choice(cities, n_rows - 500, p=weights / weights.sum())])
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:06d}" for i in rng.permutation(n_rows)],
+            "children": rng.poisson(1.5, n_rows).astype(float) + (label == "churn"),
+            "price": np.round(rng.lognormal(3, 0.5, n_rows) + 7.0 * (label == "churn"), 2),
+            "signup": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 700, n_rows), "D")).strftime(
+                "%Y-%m-%d"
+            ),
+            "member": rng.random(n_rows) < 0.4,
+            "city": rng.permutation(city),
+            "age": rng.integers(18, 90, n_rows).astype(float),
+            "label": label,
+        }
+    )
+    for column, rate in GAP_RATES.items():
+        frame.loc[rng.random(n_rows) < rate, column] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, pd.DataFrame, str]]:
+    directory = tmp_path_factory.mktemp("real")
+    user_table().to_csv(directory / "customers.csv", index=False)
+    table = pd.read_csv(directory / "customers.csv")  # as a user's pandas reads it back: floats, NaN, text dates
+    synthserve = Path(sys.executable).parent / "synthserve"
+    argv = [str(synthserve), "train", "--data", str(directory / "customers.csv"), "--label", "label"]
+    argv += ["--model", "flow", "--name", "customers", "--model-store", str(directory / "store")]
+    argv += ["--epochs", "6", "--threads", "1", "--no-progress", "--no-plots"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    yield directory / "store", table, done.stderr
+
+
+@pytest.fixture(scope="module")
+def client(trained: tuple[Path, pd.DataFrame, str]) -> Iterator[SynthClient]:
+    server = ServerThread(make_config(trained[0]))
+    try:
+        with SynthClient(server.target) as synth:
+            yield synth
+    finally:
+        server.stop()
+
+
+def test_training_says_what_it_left_out_and_gathered(trained: tuple[Path, pd.DataFrame, str]) -> None:
+    _, _, stderr = trained
+    assert "note: column 'customer_id' left out: every row has its own value (an identifier)" in stderr
+    levels = re.search(r"note: column 'city': (\d+) levels; the 63 most frequent are kept", stderr)
+    assert levels is not None and int(levels.group(1)) > 450  # 500 cities, some only in rows with a gap
+    schema = load_manifest(trained[0] / "customers" / "1").schema
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds == {
+        "children": "categorical",
+        "price": "continuous",
+        "signup": "integer",
+        "member": "categorical",
+        "city": "categorical",
+        "age": "integer",
+    }
+
+
+def test_sampled_rows_keep_kinds_ranges_decimals_dates_and_gaps(
+    trained: tuple[Path, pd.DataFrame, str], client: SynthClient
+) -> None:
+    schema = load_manifest(trained[0] / "customers" / "1").schema
+    columns = {c.name: c for c in schema.columns}
+    rows = client.sample("customers", 6000, seed=11)
+    assert list(rows.columns) == [*columns, "label"]
+    assert rows.dtypes.to_dict() == {
+        "children": np.dtype("float64"),
+        "price": np.dtype("float64"),
+        "signup": np.dtype("O"),
+        "member": np.dtype("bool"),
+        "city": np.dtype("O"),
+        "age": np.dtype("float64"),
+        "label": np.dtype("O"),
+    }
+    _, table, _ = trained
+    for name in ("children", "price", "age"):
+        present = rows[name].dropna()
+        assert table[name].min() <= present.min() and present.max() <= table[name].max(), name
+    assert np.all(np.mod(rows["age"], 1.0) == 0.0) and np.all(np.mod(rows["children"].dropna(), 1.0) == 0.0)
+    cents = rows["price"].dropna() * 100
+    assert np.abs(cents - np.round(cents)).max() < 1e-6  # two decimals, as written
+    assert rows["signup"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
+    dates = pd.to_datetime(rows["signup"], format="%Y-%m-%d")
+    assert dates.min() >= pd.Timestamp("2024-01-01") and dates.max() <= pd.Timestamp("2025-12-01")
+    assert set(rows["city"].dropna()) <= {*columns["city"].categories, OTHER_LABEL}  # type: ignore[misc]
+    for name in ("children", "price", "city"):
+        assert abs(rows[name].isna().mean() - columns[name].missing_rate) <= 0.02, name
+    assert not rows[["signup", "member", "age", "label"]].isna().any().any()
+
+
+def test_rows_with_gaps_are_scored_and_encoded(trained: tuple[Path, pd.DataFrame, str], client: SynthClient) -> None:
+    _, table, _ = trained
+    rows = table.drop(columns=["customer_id"]).head(400)
+    assert rows[list(GAP_RATES)].isna().any().all()  # gaps in every gappy column, and cities seen once only
+    scores = client.score("customers", rows, fpr=0.05)
+    assert np.isfinite(scores["log_density"]).all() and len(scores) == len(rows)
+    latent = client.encode("customers", rows)
+    assert latent.shape[0] == len(rows) and np.isfinite(latent).all()
