@@ -155,3 +155,34 @@ def test_rows_from_columns_limits_rows(schema: Schema) -> None:
     columns = {"x": [0.0] * 101, "color": ["red"] * 101, "count": [1] * 101, "y": [0.0] * 101}
     with pytest.raises(InvalidRequest, match=r"rows: must hold between 1 and 100 rows, got 101"):
         rows_from_columns(schema, columns, MAX_ROWS)
+
+
+def test_gaps_travel_as_null_and_datetimes_in_their_format() -> None:
+    schema = Schema(
+        columns=(
+            Column("price", "continuous", "float64", min=0.0, max=100.0, decimals=2, missing_rate=0.1),
+            Column("city", "categorical", "object", categories=("a", "b"), missing_rate=0.2),
+            Column("kids", "integer", "float64", min=0.0, max=4.0, missing_rate=0.1),
+            Column(
+                "day",
+                "integer",
+                "object",
+                min=0.0,
+                max=60.0,
+                datetime_unit="D",
+                datetime_origin="2024-02-01",
+                datetime_format="%d/%m/%Y",
+            ),
+        )
+    )
+    columns = {"price": [12.345, None], "city": [None, "b"], "kids": [None, 7], "day": ["03/02/2024", "01/02/2024"]}
+    rows = rows_from_columns(schema, columns, MAX_ROWS)
+    np.testing.assert_array_equal(rows, np.array([[12.345, np.nan, np.nan, 2.0], [np.nan, 1.0, 7.0, 0.0]], np.float32))
+    assert columns_from_rows(schema, rows, None) == {
+        "price": [12.35, None],  # rounded to its decimals
+        "city": [None, "b"],
+        "kids": [None, 4],  # within the training range
+        "day": ["03/02/2024", "01/02/2024"],
+    }
+    with pytest.raises(InvalidRequest, match=r"rows\['day'\]: values must be datetimes written as %d/%m/%Y"):
+        rows_from_columns(schema, {**columns, "day": ["2024-02-03", None]}, MAX_ROWS)

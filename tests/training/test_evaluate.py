@@ -27,7 +27,8 @@ def test_column_distances() -> None:
 
 
 def test_generated_rows_are_judged_as_served() -> None:
-    """Clipped to the training range, whole numbers and decimals rounded, a category gap (-1) back to NaN."""
+    """Clipped to the training range, whole numbers and decimals rounded, a category gap (-1) back to NaN; float32
+    like the encoded real rows, so a served 1.2 equals a real 1.2."""
     schema = Schema(
         (
             Column("x", "continuous", "float64", min=0.0, max=5.0, decimals=1),
@@ -36,7 +37,8 @@ def test_generated_rows_are_judged_as_served() -> None:
         )
     )
     rows = np.array([[7.26, 2.6, np.nan], [1.234, -3.0, 1.0]], dtype=np.float32)
-    np.testing.assert_array_equal(_served(rows, schema), [[5.0, 3.0, np.nan], [1.2, 0.0, 1.0]])
+    expected = np.array([[5.0, 3.0, np.nan], [1.2, 0.0, 1.0]], dtype=np.float32)
+    np.testing.assert_array_equal(_served(rows, schema), expected)
 
 
 def test_exact_copies_need_every_value_gaps_included_and_the_class() -> None:
