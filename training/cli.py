@@ -100,6 +100,7 @@ def _train(argv: list[str]) -> int:
     import torch
     import torch.distributed as dist
 
+    from training.export import ExportError
     from training.pipeline import TrainRequest, train_and_publish
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -133,6 +134,9 @@ def _train(argv: list[str]) -> int:
         path = train_and_publish(request)
     except _input_errors() as exc:  # from loading the data up to the evaluation after export
         return _refuse(exc)
+    except ExportError as exc:  # the graphs do not reproduce the model: the message says what to do
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 1
     finally:
         if distributed:
             dist.barrier()

@@ -16,6 +16,7 @@ from synthserve.contract import draw_noise, load_manifest
 from tests.training.mixed_data import FAMILIES, make_mixed_frame
 from training.cli import main as cli_main
 from training.data import decode_rows, encode_rows
+from training.export import PARITY_ROUNDING_FACTOR
 from training.exported import ExportedModel, feeds_for
 
 CAPABILITIES = {
@@ -37,7 +38,8 @@ def test_manifest_and_files(trained_store: Path, family: str) -> None:
     assert "checkpoint.pt" not in listed and (directory / "checkpoint.pt").exists()
     for name, digest in manifest.files.items():
         assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest
-    assert manifest.metrics["export_parity"]["worst_relative_rms"] < 1e-4
+    parity = manifest.metrics["export_parity"]
+    assert parity["worst_rounding_ratio"] <= parity["rounding_factor_limit"] == PARITY_ROUNDING_FACTOR
     assert 0.0 <= manifest.metrics["c2st_auc"] <= 1.0
     assert "density_note" in manifest.training
     if "log_prob" in manifest.capabilities:
