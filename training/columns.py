@@ -191,7 +191,8 @@ def _datetime_column(name: str, values: pd.Series, present: pd.Series) -> Inferr
     if getattr(stamps.dt, "tz", None) is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
     ns = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    unit, unit_ns = next((u, n) for u, n in (*_UNITS, ("us", 10**3)) if np.all(ns % n == 0))
+    # Finer than a microsecond: microseconds, the sub-microsecond part is not modelled.
+    unit, unit_ns = next(((u, n) for u, n in _UNITS if np.all(ns % n == 0)), _UNITS[-1])
     origin_ns = int(ns.min()) // unit_ns * unit_ns
     span = (int(ns.max()) - origin_ns) // unit_ns
     origin = str(np.datetime64(origin_ns, "ns").astype(f"datetime64[{unit}]"))

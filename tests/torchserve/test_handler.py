@@ -113,8 +113,9 @@ def _direct_rows(seed: int, labels: np.ndarray) -> dict[str, list[Any]]:
     (rows,) = session.run(None, feeds)
     out: dict[str, list[Any]] = {}
     for index, column in enumerate(manifest.schema.columns):
-        if column.kind == "continuous":  # within the training range
-            out[column.name] = np.clip(rows[:, index].astype(float), column.min, column.max).tolist()
+        if column.kind == "continuous":  # within the training range, with the column's decimals
+            values = np.clip(rows[:, index].astype(float), column.min, column.max)
+            out[column.name] = (values if column.decimals is None else np.round(values, column.decimals)).tolist()
         elif column.kind == "integer":
             out[column.name] = np.clip(np.rint(rows[:, index]), column.min, column.max).astype(int).tolist()
         else:
