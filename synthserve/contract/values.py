@@ -51,13 +51,14 @@ def wire_dtype(column: Column) -> np.dtype:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Per-schema constants of `finish_rows`, as column vectors over the schema's columns."""
+    """Per-schema constants of `finish_rows`, as column vectors [D, 1] over the schema's columns (whole-array
+    ufuncs with masks: a one-row table costs a few calls, not one per column)."""
 
-    low: np.ndarray  # [D, 1] float64: min, or 0 for category codes; -inf where unbounded
-    high: np.ndarray  # [D, 1]
-    whole: np.ndarray  # indices of integer and categorical columns (rounded to whole numbers)
-    categorical: np.ndarray  # indices of categorical columns (-1 where missing)
-    decimals: tuple[tuple[int, np.ndarray], ...]  # (decimals, continuous column indices)
+    low: np.ndarray  # float64: min, or 0 for category codes; -inf where unbounded
+    high: np.ndarray
+    rounds: np.ndarray  # bool: rounded to `scale` steps (integer and categorical columns, continuous with decimals)
+    scale: np.ndarray  # 10 ** decimals; 1 for whole numbers
+    categorical: np.ndarray  # bool: a gap becomes MISSING_CODE
     groups: tuple[tuple[np.dtype, np.ndarray], ...]  # (wire dtype, column indices)
 
 
@@ -74,7 +75,6 @@ def _plan(schema: Schema) -> _Plan:
         _PLANS.clear()
     columns = schema.columns
     low, high = np.full((len(columns), 1), -np.inf), np.full((len(columns), 1), np.inf)
-    decimals: dict[int, list[int]] = {}
     dtypes = [wire_dtype(column) for column in columns]
     for j, column in enumerate(columns):
         if column.kind == "categorical":
@@ -84,14 +84,13 @@ def _plan(schema: Schema) -> _Plan:
             low[j] = column.min
         if column.max is not None:
             high[j] = column.max
-        if column.kind == "continuous" and column.decimals is not None:
-            decimals.setdefault(column.decimals, []).append(j)
+    decimals = [0 if c.kind != "continuous" else c.decimals for c in columns]
     plan = _Plan(
         low,
         high,
-        np.asarray([j for j, c in enumerate(columns) if c.kind != "continuous"], dtype=np.int64),
-        np.asarray([j for j, c in enumerate(columns) if c.kind == "categorical"], dtype=np.int64),
-        tuple((d, np.asarray(index)) for d, index in sorted(decimals.items())),
+        np.asarray([d is not None for d in decimals])[:, None],
+        np.asarray([10.0 ** (d or 0) for d in decimals])[:, None],
+        np.asarray([c.kind == "categorical" for c in columns])[:, None],
         tuple(
             (dtype, np.asarray([j for j, d in enumerate(dtypes) if d == dtype], dtype=np.int64))
             for dtype in dict.fromkeys(dtypes)
@@ -119,14 +118,13 @@ def finish_rows(schema: Schema, rows: np.ndarray) -> list[np.ndarray]:
     plan = _plan(schema)
     values = np.array(rows.T, dtype=np.float64, order="C")  # [D, n]; a copy even for one row
     np.clip(values, plan.low, plan.high, out=values)  # NaN stays NaN
-    if plan.whole.size:
-        values[plan.whole] = np.rint(values[plan.whole])
-    for decimals, index in plan.decimals:
-        values[index] = np.round(values[index], decimals)
-    if plan.categorical.size:
-        codes = values[plan.categorical]
-        codes[np.isnan(codes)] = MISSING_CODE
-        values[plan.categorical] = codes
+    # Rounded as np.round does it (x * 10^d, rint, / 10^d), every rounded column at once.
+    np.multiply(values, plan.scale, out=values, where=plan.rounds)
+    np.rint(values, out=values, where=plan.rounds)
+    np.divide(values, plan.scale, out=values, where=plan.rounds)
+    np.copyto(values, MISSING_CODE, where=plan.categorical & np.isnan(values))
+    if len(plan.groups) == 1:  # one wire type for every column: no reordering
+        return list(values.astype(plan.groups[0][0]))
     out: list[np.ndarray] = [values[0]] * len(schema.columns)
     for dtype, index in plan.groups:
         group = values[index].astype(dtype)
