@@ -9,7 +9,7 @@ MODEL_STORE ?= model_store
 PIP = $(VENV)/bin/pip
 PY = $(VENV)/bin/python
 
-.PHONY: install install-serve test lint serve models bench bench-graphs bench-torchserve soak quality proto clean
+.PHONY: install install-serve test lint serve models bench bench-graphs bench-torchserve soak quality fidelity keel-runs proto clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,9 +62,18 @@ soak: install
 quality: $(VENV)/.installed
 	$(PY) benchmarks/quality.py
 
+# synthserve's families against SDV 2.x (GaussianCopula, TVAE, CTGAN) on 15 tables x 2 written forms: ~1 h on
+# 2 cores; makes .venv-sdv on first use (docs/fidelity.md).
+fidelity: $(VENV)/.installed
+	$(PY) benchmarks/fidelity.py --output runs/fidelity.json
+
+# Every family on all 100 KEEL data sets x 2 folds x integer/float CSVs, 2 epochs: the failed-run count (resumable).
+keel-runs: $(VENV)/.installed
+	$(PY) benchmarks/keel_runs.py --epochs 2 --onnx-exporter torchscript --jobs 2 --output runs/keel_runs.jsonl
+
 # Regenerates serving/proto/ from protos/ (a test checks the committed code is up to date).
 proto: $(VENV)/.installed
 	$(PY) -m serving.protogen
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) .venv-sdv .mypy_cache .ruff_cache .pytest_cache

@@ -25,6 +25,7 @@ __all__ = [
     "KEEL_FOLDS",
     "MAX_CLASSES",
     "MIN_CLASS_ROWS",
+    "MIN_ROWS",
     "DataError",
     "Dataset",
     "Split",
@@ -37,9 +38,11 @@ __all__ = [
 ]
 
 KEEL_FOLDS = 5
-# A label is a class column: at most this many classes, each with enough rows for the three parts.
+# A label is a class column: at most this many classes. A class of fewer than MIN_CLASS_ROWS rows is too small to
+# split: all its rows train the model. A table needs MIN_ROWS rows for the three parts.
 MAX_CLASSES = 100
 MIN_CLASS_ROWS = 5
+MIN_ROWS = 20
 HELDOUT_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
 DEFAULT_LABELS = {"sklearn": "target", "keel": "Class"}
@@ -195,11 +198,10 @@ def _labels(frame: pd.DataFrame, label: str, notes: list[str]) -> tuple[pd.DataF
     counts = labels.value_counts()
     if len(counts) < 2:
         raise DataError(f"--label {label!r}: needs at least 2 classes, found {len(counts)}")
-    if counts.min() < MIN_CLASS_ROWS:
-        small = ", ".join(f"{python_value(c)!r} ({n} rows)" for c, n in counts[counts < MIN_CLASS_ROWS].items())
-        raise DataError(
-            f"--label {label!r}: class {small} has fewer than {MIN_CLASS_ROWS} rows; each class needs at least "
-            f"{MIN_CLASS_ROWS} for its training, validation and held-out parts"
+    for value, count in counts[counts < MIN_CLASS_ROWS].items():
+        notes.append(
+            f"class {python_value(value)!r} of {label!r} has {count} rows: all of them train the model, none is held "
+            f"out for validation or evaluation (a class needs {MIN_CLASS_ROWS} rows for that)"
         )
     return frame, labels
 
@@ -228,8 +230,11 @@ def load_dataset(
         frame, labels = _labels(frame, label, notes)
     if frame.shape[1] == 0:
         raise DataError(f"--data {source!r}: no feature columns besides the label")
-    if len(frame) < 2 * MIN_CLASS_ROWS:
-        raise DataError(f"--data {source!r}: {len(frame)} rows; training needs at least {2 * MIN_CLASS_ROWS}")
+    if len(frame) < MIN_ROWS:
+        raise DataError(
+            f"--data {source!r}: {len(frame)} rows; training needs at least {MIN_ROWS} (for its training, validation "
+            "and held-out parts)"
+        )
     columns = []
     for name in list(frame.columns):
         try:
@@ -253,24 +258,38 @@ def load_dataset(
 
 
 def split_dataset(dataset: Dataset, seed: int) -> Split:
-    """Held-out part (the KEEL fold, or a stratified 20%), then a stratified 10% validation part."""
-    from sklearn.model_selection import train_test_split
+    """Held-out part (the KEEL fold, or a stratified 20%), then a stratified 10% validation part. The rows of a
+    class smaller than MIN_CLASS_ROWS all go to training."""
 
     positions = np.arange(len(dataset.features))
     strata = dataset.labels.to_numpy() if dataset.labels is not None else None
+    kept = np.zeros(len(positions), dtype=bool)  # rows of classes too small to split
+    if dataset.labels is not None:
+        counts = dataset.labels.value_counts()
+        kept = dataset.labels.isin(counts.index[counts < MIN_CLASS_ROWS]).to_numpy()
+    splittable = positions[~kept]
     if dataset.heldout_index is not None:
         heldout = np.sort(dataset.heldout_index)
-        rest = np.setdiff1d(positions, heldout)
+        rest = np.setdiff1d(splittable, heldout)
     else:
-        rest, heldout = train_test_split(positions, test_size=HELDOUT_FRACTION, random_state=seed, stratify=strata)
-    rest_strata = strata[rest] if strata is not None else None
-    try:
-        train, validation = train_test_split(
-            rest, test_size=VALIDATION_FRACTION, random_state=seed, stratify=rest_strata
-        )
-    except ValueError as exc:  # a class too small for a stratified validation part (a tiny predefined split)
-        raise DataError(f"--data {dataset.source!r}: cannot hold out a validation part per class ({exc})") from None
+        rest, heldout = _stratified(splittable, strata, HELDOUT_FRACTION, seed, dataset.source)
+    train, validation = _stratified(rest, strata, VALIDATION_FRACTION, seed, dataset.source)
+    train = np.union1d(train, np.setdiff1d(positions[kept], heldout))
     return Split(np.sort(train), np.sort(validation), np.sort(heldout))
+
+
+def _stratified(
+    positions: np.ndarray, strata: np.ndarray | None, fraction: float, seed: int, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    try:
+        kept, taken = train_test_split(
+            positions, test_size=fraction, random_state=seed, stratify=None if strata is None else strata[positions]
+        )
+    except ValueError as exc:  # a class too small for a stratified part (a tiny predefined split)
+        raise DataError(f"--data {source!r}: cannot hold out a part per class ({exc})") from None
+    return kept, taken
 
 
 def build_schema(dataset: Dataset, train: np.ndarray) -> Schema:

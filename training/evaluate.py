@@ -228,6 +228,13 @@ def _privacy(
         out[f"dcr_median_{kind}"] = float(np.median(dcr))
         out[f"dcr_p05_{kind}"] = float(np.quantile(dcr, 0.05))
         out[f"exact_copies_{kind}"] = float(np.mean([key in known for key in _row_keys(rows, labels)]))
+    # On a table whose rows come from a small finite set (every column discrete), a faithful model repeats
+    # training rows as often as the training rows cover that set, and unseen held-out rows just as often per row:
+    # what tells memorizing from it is whether generated rows also reach the rows the model never saw.
+    unseen = set(_row_keys(heldout_rows, labels))
+    out["exact_matches_heldout_synthetic"] = float(np.mean([key in unseen for key in _row_keys(synthetic, labels)]))
+    out["distinct_rows_train"] = len(known)
+    out["distinct_rows_heldout"] = len(unseen)
     out["n_query_rows"] = len(queries)
     out["n_reference_rows"] = len(reference)
     return out

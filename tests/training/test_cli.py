@@ -221,7 +221,7 @@ def _bad_tables(directory: Path) -> dict[str, Path]:
     ("data", "label", "field"),
     [
         ("nope.csv", "outcome", "--data 'nope.csv'"),
-        ("ten_rows", "outcome", "--label 'outcome'"),
+        ("ten_rows", "outcome", "--data '"),
         ("continuous_label", "income", "--label 'income'"),
         ("mixed", "Outcome", "--label 'Outcome'"),
     ],

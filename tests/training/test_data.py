@@ -124,3 +124,23 @@ def test_unknown_category_is_an_error(mixed_csv: Path) -> None:
         encode_rows(frame, schema)
     assert dataset.labels is not None
     assert set(encode_labels(dataset.labels, schema)) == {0, 1}
+
+
+def test_a_class_too_small_to_split_trains_the_model_whole(tmp_path: Path) -> None:
+    frame = make_mixed_frame(60)
+    frame.loc[[4, 9, 30], "outcome"] = "rare"
+    path = tmp_path / "tiny.csv"
+    frame.to_csv(path, index=False)
+    dataset = load_dataset(str(path), "outcome")
+    assert dataset.classes == ("no", "rare", "yes")
+    assert any("class 'rare' of 'outcome' has 3 rows: all of them train the model" in n for n in dataset.notes)
+    split = split_dataset(dataset, seed=0)
+    assert {4, 9, 30} <= set(split.train.tolist())
+    assert len(np.intersect1d(split.train, np.concatenate([split.validation, split.heldout]))) == 0
+    assert len(split.train) + len(split.validation) + len(split.heldout) == 60
+    schema = build_schema(dataset, split.train)
+    assert schema.label is not None and schema.label.priors[1] == 3 / len(split.train)
+    short = tmp_path / "short.csv"
+    make_mixed_frame(12).to_csv(short, index=False)
+    with pytest.raises(DataError, match=r"--data .*: 12 rows; training needs at least 20"):
+        load_dataset(str(short), "outcome")

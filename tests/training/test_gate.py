@@ -90,6 +90,25 @@ def test_slightly_moved_training_rows_are_refused() -> None:
     assert "near-copies of training rows" in reasons and "exact copies" not in reasons
 
 
+def test_a_finite_grid_faithfully_modelled_passes_and_memorized_is_refused() -> None:
+    """Every row of the table is a distinct point of a small grid (car-good): held-out rows never repeat training
+    rows, yet faithful generated rows mostly do. They also reach the unseen held-out rows, memorized ones do not."""
+    schema = Schema(tuple(Column(f"c{i}", "categorical", "int64", categories=(0, 1, 2, 3)) for i in range(4)))
+    grid = np.stack(np.meshgrid(*[np.arange(4)] * 4, indexing="ij"), -1).reshape(-1, 4).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(grid))
+    train, heldout = grid[order[:205]], grid[order[205:]]
+    zeros = np.zeros(len(grid), dtype=np.int64)
+    faithful = grid[np.random.default_rng(1).integers(0, len(grid), len(heldout))]
+    metrics = sample_metrics(heldout, zeros[: len(heldout)], faithful, schema, train, zeros[: len(train)])
+    privacy = metrics["privacy"]
+    assert privacy["exact_copies_heldout"] == 0.0 and privacy["exact_copies_synthetic"] > 0.6
+    assert judge(metrics) == ()
+    memorized = train[np.random.default_rng(2).integers(0, len(train), len(heldout))]
+    metrics = sample_metrics(heldout, zeros[: len(heldout)], memorized, schema, train, zeros[: len(train)])
+    reasons = " ".join(judge(metrics))
+    assert "copies training rows: 100%" in reasons and "near-copies" in reasons
+
+
 def test_rows_that_repeat_as_real_rows_repeat_pass() -> None:
     """Two discrete columns: fresh real rows repeat training rows, and so may generated ones."""
     schema = Schema(SCHEMA.columns[1:], SCHEMA.label)
