@@ -124,19 +124,21 @@ def _died(task: Task, exc: BaseException) -> Task:
 
 
 def run_tasks(tasks: list[Task], jobs: int) -> Iterator[Task]:
-    """Records as runs finish, in worker processes. When a worker dies (a crash takes its pool down with every
-    pending run), the runs it took down are run again one per process, so only the run that crashes is failed."""
+    """Records as runs finish, in worker processes. Each pool takes MAX_RUNS_PER_WORKER runs per worker and is then
+    replaced, which bounds what a worker accumulates (ProcessPoolExecutor's own `max_tasks_per_child` hangs the
+    pool once workers retire, on the Python 3.11 used here). When a worker dies (a crash takes its pool down with
+    every pending run), the runs it took down are run again one per process, so only the run that crashes fails."""
     context = multiprocessing.get_context("spawn")
     retry = []
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, max_tasks_per_child=MAX_RUNS_PER_WORKER
-    ) as pool:
-        futures = {pool.submit(train_one, task): task for task in tasks}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool:
-                retry.append(futures[future])
+    size = MAX_RUNS_PER_WORKER * jobs
+    for begin in range(0, len(tasks), size):
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
+            futures = {pool.submit(train_one, task): task for task in tasks[begin : begin + size]}
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    retry.append(futures[future])
     for task in retry:
         with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker) as alone:
             try:
