@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fractions
 import functools
 import math
 import secrets
@@ -22,7 +23,7 @@ import numpy as np
 
 from serving.batcher import Batcher
 from serving.config import BatcherConfig, LimitsConfig
-from serving.errors import InvalidArgument, NotSupported
+from serving.errors import InvalidArgument, NotSupported, shown
 from serving.registry import LoadedModel, Registry
 from synthserve.contract import (
     PLAIN_SAMPLING,
@@ -183,7 +184,9 @@ class Engine:
             weights = [0.0] * n_classes
             for key, weight in proportions.items():
                 if not math.isfinite(weight) or weight < 0:
-                    raise InvalidArgument(f"proportions.weights[{key!r}] must be a finite number >= 0, got {weight}")
+                    raise InvalidArgument(
+                        f"proportions.weights[{shown(key)}] must be a finite number >= 0, got {weight}"
+                    )
                 weights[self.class_index(model, key, "proportions.weights")] = weight
             if sum(weights) <= 0:
                 raise InvalidArgument("proportions.weights must have a positive sum")
@@ -197,35 +200,37 @@ class Engine:
         label = model.manifest.schema.label
         if label is None:
             raise NotSupported(f"model {model.name!r} is unconditional; Balance needs a class-conditional model")
-        have = np.zeros(len(label.classes), dtype=np.int64)
+        # Python integers throughout: counts up to int64's maximum never wrap; the sum is checked against the limit.
+        have = [0] * len(label.classes)
         for key, count in spec.class_counts.items():
             if count < 0:
-                raise InvalidArgument(f"class_counts[{key!r}] must be >= 0, got {count}")
-            have[self.class_index(model, key, "class_counts")] = count
+                raise InvalidArgument(f"class_counts[{shown(key)}] must be >= 0, got {count}")
+            have[self.class_index(model, key, "class_counts")] = int(count)
         if spec.strategy == "match_majority":
-            need = have.max() - have
+            need = [max(have) - n for n in have]
         elif spec.strategy == "target_ratio":
             if not 0 < spec.target_ratio <= 1:
                 raise InvalidArgument(f"target_ratio must be in (0, 1], got {spec.target_ratio}")
-            target = math.ceil(spec.target_ratio * int(have.max()) - 1e-9)
-            need = np.clip(target - have, 0, None)
+            # Exact: the ratio as written (0.1 is 1/10, not the float just above it) times an exact integer.
+            target = math.ceil(fractions.Fraction(repr(spec.target_ratio)) * max(have))
+            need = [max(target - n, 0) for n in have]
         elif spec.strategy == "explicit_counts":
-            need = np.zeros_like(have)
+            need = [0] * len(have)
             for key, count in (spec.explicit_counts or {}).items():
                 if count < 0:
-                    raise InvalidArgument(f"explicit_counts[{key!r}] must be >= 0, got {count}")
-                need[self.class_index(model, key, "explicit_counts")] = count
+                    raise InvalidArgument(f"explicit_counts[{shown(key)}] must be >= 0, got {count}")
+                need[self.class_index(model, key, "explicit_counts")] = int(count)
         else:
             raise InvalidArgument(
                 f"strategy must be MATCH_MAJORITY, TARGET_RATIO or EXPLICIT_COUNTS, got {spec.strategy}"
             )
-        total = int(need.sum())
+        total = sum(need)
         if total * sampling.best_of > self.limits.max_rows_per_stream:
             best_of = f" x sampling.best_of {sampling.best_of}" if sampling.best_of > 1 else ""
             raise InvalidArgument(
                 f"Balance needs {total} rows{best_of}, beyond max_rows_per_stream = {self.limits.max_rows_per_stream}"
             )
-        runs = LabelRuns(tuple(range(len(need))), tuple(int(n) for n in need))
+        runs = LabelRuns(tuple(range(len(need))), tuple(need))
         return RowPlan(model, _seed(seed), total, runs, sampling)
 
     @staticmethod
@@ -246,7 +251,8 @@ class Engine:
         for index, value in enumerate(spec.classes):
             if str(value) == label:
                 return index
-        raise InvalidArgument(f"{field}: unknown class label {label!r} (classes: {[str(c) for c in spec.classes]})")
+        classes = [str(c) for c in spec.classes]
+        raise InvalidArgument(f"{field}: unknown class label {shown(label)} (classes: {classes})")
 
     def _check_message_size(self, model: LoadedModel, n_rows: int) -> None:
         schema = model.manifest.schema

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -25,6 +26,8 @@ __all__ = ["SERVICE_PREFIX", "STATUS_BY_ERROR", "BearerTokenInterceptor", "Error
 _log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/synthserve.v1.Synthesizer/"
+UNPARSABLE_LOG_INTERVAL_S = 10.0
+MAX_STATUS_MESSAGE_BYTES = 2000  # percent-encoded at most 6,000 bytes: inside grpc's default 8 KiB metadata limit
 
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),
@@ -65,7 +68,70 @@ class _Outcome:
         else:
             message = str(exc)
         self.code = code.name
-        return code, message
+        return code, _capped(message)
+
+
+def _capped(message: str) -> str:
+    """The status message within MAX_STATUS_MESSAGE_BYTES of UTF-8: it travels percent-encoded in a trailer, and a
+    trailer over the client's metadata limit (8 KiB by default) turns the real status into RESOURCE_EXHAUSTED."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_STATUS_MESSAGE_BYTES:
+        return message
+    head = encoded[: MAX_STATUS_MESSAGE_BYTES - 48].decode(errors="ignore")
+    return f"{head}... ({len(message)} characters in all)"
+
+
+class _Unparsable:
+    """What a request whose bytes do not parse becomes: the handler refuses it (INVALID_ARGUMENT) instead of grpc
+    answering UNKNOWN with a logged traceback per request."""
+
+    __slots__ = ("error", "size")
+    model = ""  # read by the metrics label
+
+    def __init__(self, error: str, size: int) -> None:
+        self.error = error
+        self.size = size
+
+    def refusal(self, method: str) -> errors.InvalidArgument:
+        return errors.InvalidArgument(
+            f"request: {self.size} bytes that do not parse as a {method} request ({self.error})"
+        )
+
+
+class _RateLimitedWarning:
+    """At most one log line per `interval_s`, saying how many were left out: a client cannot flood the log."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._next = 0.0
+        self._left_out = 0
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._left_out += 1
+            return
+        more = f" (and {self._left_out} more since the last report)" if self._left_out else ""
+        _log.warning("%s%s", message, more)
+        self._left_out = 0
+        self._next = now + self._interval_s
+
+
+_UNPARSABLE_LOG = _RateLimitedWarning(UNPARSABLE_LOG_INTERVAL_S)
+
+
+def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, and whatever else a hostile body makes the parser raise
+            _UNPARSABLE_LOG.warn(f"refused an unparsable request ({len(data)} bytes, {type(exc).__name__})")
+            return _Unparsable(type(exc).__name__, len(data))
+
+    return parse
 
 
 def _wrap_unary(
@@ -75,6 +141,8 @@ def _wrap_unary(
         started = time.perf_counter()
         outcome = _Outcome()
         try:
+            if isinstance(request, _Unparsable):
+                raise request.refusal(method)
             return await behavior(request, context)
         except BaseException as exc:
             abort = outcome.failed(exc, context)
@@ -94,6 +162,8 @@ def _wrap_stream(
         started = time.perf_counter()
         outcome = _Outcome()
         try:
+            if isinstance(request, _Unparsable):
+                raise request.refusal(method)
             async for message in behavior(request, context):
                 yield message
         except BaseException as exc:
@@ -118,7 +188,8 @@ def _record(model: str, method: str, code: str, started: float) -> None:
 
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the Synthesizer's handlers; other services are returned as they are.
+    """Wraps the Synthesizer's handlers (status codes, metrics, unparsable requests); other services' unary-request
+    handlers only refuse unparsable requests.
 
     `known_models` bounds the `model` label: names the server does not serve are counted as "unknown", so
     callers cannot create unbounded metric series.
@@ -141,12 +212,15 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method_path: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or not method_path.startswith(SERVICE_PREFIX):
+        if handler is None:
             return handler
         cached = self._wrapped.get(method_path)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = self._wrap(handler, method_path[len(SERVICE_PREFIX) :])
+        if method_path.startswith(SERVICE_PREFIX):
+            wrapped = self._wrap(handler, method_path[len(SERVICE_PREFIX) :])
+        else:  # health (and reflection, whose streamed requests grpc parses itself): unparsable bodies refused
+            wrapped = _parse_guarded(handler, method_path)
         self._wrapped[method_path] = (handler, wrapped)
         return wrapped
 
@@ -154,16 +228,60 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method, self._known_models),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_safe_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(cast(Callable[..., AsyncIterator[Any]], handler.unary_stream), method, self._known_models),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_safe_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def _parse_guarded(handler: grpc.RpcMethodHandler, method_path: str) -> grpc.RpcMethodHandler:
+    """Another service's unary-request handler, refusing unparsable requests with INVALID_ARGUMENT."""
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def guarded_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Unparsable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal(method_path)))
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded_unary,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner = handler.unary_stream
+        if inspect.isasyncgenfunction(inner):
+            stream = cast(Callable[..., AsyncIterator[Any]], inner)
+
+            async def guarded_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Unparsable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal(method_path)))
+                async for message in stream(request, context):
+                    yield message
+
+            guarded: Callable[..., Any] = guarded_generator
+
+        else:  # a coroutine writing with context.write (grpc's health Watch)
+
+            async def guarded_writer(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Unparsable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal(method_path)))
+                return await inner(request, context)
+
+            guarded = guarded_writer
+        return grpc.unary_stream_rpc_method_handler(
+            guarded,
+            request_deserializer=_safe_deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -204,18 +322,15 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
             yield  # an async generator, like the handler it replaces
 
+        # request_deserializer None: a refused call's body is never parsed (grpc hands the handler raw bytes).
         if handler.stream_stream is not None:  # reflection, when guarded
             return grpc.stream_stream_rpc_method_handler(
-                deny_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                deny_stream, request_deserializer=None, response_serializer=handler.response_serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                deny_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                deny_stream, request_deserializer=None, response_serializer=handler.response_serializer
             )
         return grpc.unary_unary_rpc_method_handler(
-            deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            deny, request_deserializer=None, response_serializer=handler.response_serializer
         )

@@ -15,9 +15,17 @@ from pathlib import Path
 
 from serving import metrics
 from serving.config import RuntimeConfig
-from serving.errors import ModelNotFound
+from serving.errors import ModelNotFound, shown
 from serving.runtime import Runtime, create_runtime
-from synthserve.contract import Manifest, ManifestError, has_class_posterior, load_manifest, sha256_file
+from synthserve.contract import (
+    FileCheckError,
+    Manifest,
+    ManifestError,
+    has_class_posterior,
+    load_manifest,
+    verify_files,
+    version_directories,
+)
 
 __all__ = ["LoadedModel", "ModelLoadError", "Registry", "load_version"]
 
@@ -72,22 +80,28 @@ def load_version(directory: Path, config: RuntimeConfig) -> LoadedModel:
         if manifest.torchscript is None:
             raise ModelLoadError("format", f"{directory}: --runtime torchscript but the manifest has no torchscript")
         needed.append(manifest.torchscript)
-    for file in needed:
-        expected = manifest.files.get(file)
-        if expected is None:
-            raise ModelLoadError("checksum", f"{directory}: {file} is not listed in the manifest's files")
-        path = directory / file
-        if not path.is_file():
-            raise ModelLoadError("checksum", f"{directory}: {file} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ModelLoadError("checksum", f"{directory}: {file} has sha256 {actual}, manifest says {expected}")
+    try:
+        verify_files(directory, manifest.files, needed)
+    except FileCheckError as exc:
+        raise ModelLoadError(exc.reason, str(exc)) from exc
     try:
         runtime = create_runtime(directory, manifest, config)
-    except Exception as exc:
+    except Exception as exc:  # whatever the runtime raises on a graph it cannot run: this version only
         raise ModelLoadError("load", f"{directory}: {type(exc).__name__}: {exc}") from exc
     mtime_ns = (directory / "manifest.json").stat().st_mtime_ns
     return LoadedModel(manifest.name, manifest.version, directory, manifest, runtime, mtime_ns)
+
+
+def _model_directories(store: Path) -> list[Path]:
+    """The store's model directories (hidden ones, e.g. a staging area, and plain files ignored)."""
+    found = []
+    for path in sorted(store.iterdir()):
+        try:
+            if not path.name.startswith(".") and path.is_dir():
+                found.append(path)
+        except OSError:  # e.g. a name too long to stat: not a model directory
+            continue
+    return found
 
 
 class Registry:
@@ -108,19 +122,30 @@ class Registry:
             raise FileNotFoundError(f"model store {store} is not a directory")
         models: dict[str, dict[int, LoadedModel]] = {}
         failures: dict[str, str] = {}
-        for model_dir in sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-                if not version_dir.name.isdigit() or int(version_dir.name) < 1:
-                    continue
-                key = f"{model_dir.name}/{version_dir.name}"
-                reused = previous._reusable(model_dir.name, int(version_dir.name)) if previous else None
+
+        def refuse(key: str, model: str, reason: str, message: str) -> None:
+            if previous is None or previous.failures.get(key) != message:
+                _log.error("model %s refused (%s): %s", key, reason, message)
+                metrics.MODEL_LOAD_FAILURES.labels(model, reason).inc()
+            failures[key] = message
+
+        for model_dir in _model_directories(store):
+            try:
+                versions = version_directories(model_dir)
+            except OSError as exc:
+                refuse(model_dir.name, model_dir.name, "format", f"{model_dir}: cannot be listed ({exc})")
+                continue
+            for number, version_dir in versions:
+                key = f"{model_dir.name}/{number}"
+                reused = previous._reusable(model_dir.name, number) if previous else None
                 try:
                     loaded = reused or load_version(version_dir, config)
                 except ModelLoadError as exc:
-                    if previous is None or previous.failures.get(key) != str(exc):
-                        _log.error("model %s refused (%s): %s", key, exc.reason, exc)
-                        metrics.MODEL_LOAD_FAILURES.labels(model_dir.name, exc.reason).inc()
-                    failures[key] = str(exc)
+                    refuse(key, model_dir.name, exc.reason, str(exc))
+                    continue
+                except Exception as exc:  # a defect in a check above must cost one version, never the server
+                    _log.exception("loading %s failed unexpectedly", key)
+                    refuse(key, model_dir.name, "load", f"{version_dir}: {type(exc).__name__}: {exc}")
                     continue
                 models.setdefault(loaded.name, {})[loaded.version] = loaded
                 if reused is None:
@@ -128,8 +153,8 @@ class Registry:
                     _log.info("model %s loaded (%s, %s)", key, loaded.manifest.family, capabilities)
         for name in set(previous.names() if previous else ()) - set(models):
             metrics.MODEL_VERSIONS_LOADED.labels(name).set(0)
-        for name, versions in models.items():
-            metrics.MODEL_VERSIONS_LOADED.labels(name).set(len(versions))
+        for name, loaded_versions in models.items():
+            metrics.MODEL_VERSIONS_LOADED.labels(name).set(len(loaded_versions))
         return cls(models, failures)
 
     def _reusable(self, name: str, version: int) -> LoadedModel | None:
@@ -154,7 +179,7 @@ class Registry:
         if version == 0:
             return versions[max(versions)]
         if version not in versions:
-            raise ModelNotFound(f"model {name!r} has no version {version} (loaded: {sorted(versions)})")
+            raise ModelNotFound(f"model {shown(name)} has no version {version} (loaded: {sorted(versions)})")
         return versions[version]
 
     def all(self) -> list[LoadedModel]:
@@ -165,5 +190,5 @@ class Registry:
             raise ModelNotFound("model: a model name is required")
         versions = self._models.get(name)
         if not versions:
-            raise ModelNotFound(f"model {name!r} is not loaded (loaded: {', '.join(self._models) or 'none'})")
+            raise ModelNotFound(f"model {shown(name)} is not loaded (loaded: {', '.join(self._models) or 'none'})")
         return versions

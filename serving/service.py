@@ -252,7 +252,8 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             response.posteriors = scores.posteriors.astype("<f4", copy=False).tobytes()
         if threshold is not None:
             response.threshold = threshold
-            response.is_anomaly = (scores.log_density < threshold).astype("u1").tobytes()
+            # NaN-safe: a row whose density is not a number (far outside anything seen) is flagged, never passed.
+            response.is_anomaly = (~(scores.log_density >= threshold)).astype("u1").tobytes()
         return response
 
     async def Encode(self, request: pb.EncodeRequest, context: grpc.aio.ServicerContext) -> pb.EncodeResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.errors import InvalidArgument
+from serving.errors import InvalidArgument, shown
 from serving.proto import synthesizer_pb2 as pb
 from synthserve.contract import Schema, accept_column, finish_rows, wire_dtype
 
@@ -66,7 +66,7 @@ def decode_table(schema: Schema, table: pb.Table, max_rows: int, field: str = "r
     given = {}
     for column in table.columns:
         if column.name in given:
-            raise InvalidArgument(f"{field}.columns: column {column.name!r} appears twice")
+            raise InvalidArgument(f"{field}.columns: column {shown(column.name)} appears twice")
         given[column.name] = column
     expected = [c.name for c in schema.columns]
     missing = [name for name in expected if name not in given]
@@ -74,7 +74,11 @@ def decode_table(schema: Schema, table: pb.Table, max_rows: int, field: str = "r
         raise InvalidArgument(f"{field}.columns: missing column(s) {missing} (the model expects {expected})")
     unknown = sorted(set(given) - set(expected))
     if unknown:
-        raise InvalidArgument(f"{field}.columns: unknown column(s) {unknown} (the model expects {expected})")
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise InvalidArgument(
+            f"{field}.columns: unknown column(s) [{', '.join(map(shown, unknown[:3]))}]{more} "
+            f"(the model expects {expected})"
+        )
     rows = np.empty((n_rows, len(expected)), dtype=np.float32)
     for index, spec in enumerate(schema.columns):
         column = given[spec.name]

@@ -17,6 +17,7 @@ import numpy as np
 
 from synthserve.contract import (
     PLAIN_SAMPLING,
+    FileCheckError,
     Manifest,
     ManifestError,
     SamplingOptions,
@@ -24,7 +25,7 @@ from synthserve.contract import (
     load_manifest,
     noise_feeds,
     sample_rows,
-    sha256_file,
+    verify_files,
 )
 from torchserve_handler.errors import ArtifactError, InvalidRequest
 
@@ -36,19 +37,11 @@ SERVED_GRAPHS = ("sample", "log_prob")
 
 def verify_graph_files(directory: Path, manifest: Manifest) -> list[str]:
     """Check every graph file against `manifest.files`; returns the file names, in capability order."""
-    names = []
-    for graph in manifest.capabilities:
-        name = manifest.graphs[graph].file
-        expected = manifest.files.get(name)
-        if expected is None:
-            raise ArtifactError(f"graphs.{graph}.file {name!r} is not listed in the manifest's files")
-        path = directory / name
-        if not path.is_file():
-            raise ArtifactError(f"{path}: graph file of graphs.{graph} is missing")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ArtifactError(f"{path}: sha256 {actual} does not match the manifest's {expected}")
-        names.append(name)
+    names = [manifest.graphs[graph].file for graph in manifest.capabilities]
+    try:
+        verify_files(directory, manifest.files, names)
+    except FileCheckError as exc:
+        raise ArtifactError(str(exc)) from exc
     return names
 
 
@@ -71,6 +64,7 @@ class ExportedModel:
         except ManifestError as exc:
             raise ArtifactError(str(exc)) from exc
         verify_graph_files(directory, self.manifest)
+        ort.disable_telemetry_events()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 import synthserve
-from synthserve.contract import Manifest, Schema, load_manifest, sha256_file
+from synthserve.contract import Manifest, Schema, load_manifest, model_versions, sha256_file
 from synthserve.contract.manifest import MANIFEST_FILE
 from training.data import Dataset, Split, build_schema, encode_labels, encode_rows, load_dataset, split_dataset
 from training.evaluate import Evaluation, evaluate_version
@@ -113,8 +113,7 @@ def _listed_files(directory: Path) -> dict[str, str]:
 
 
 def _next_version(parent: Path) -> int:
-    versions = [int(p.name) for p in parent.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
-    return max(versions, default=0) + 1
+    return max(model_versions(parent), default=0) + 1
 
 
 def publish(staging: Path, manifest: Manifest) -> Path:
@@ -298,7 +297,7 @@ def evaluate_published(model_store: Path, name: str, version: int | None = None)
     parent = model_store / name
     if not parent.is_dir():
         raise FileNotFoundError(f"--name {name!r}: no such model in {model_store}")
-    versions = sorted(int(p.name) for p in parent.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    versions = model_versions(parent)
     if not versions:
         raise FileNotFoundError(f"--name {name!r}: no published version in {parent}")
     if version is not None and version not in versions:

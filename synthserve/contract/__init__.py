@@ -4,7 +4,14 @@ Both sides import this package; it imports nothing but numpy and the standard li
 one-way rule (training never imports serving and vice versa) holds while the format has one definition.
 """
 
-from synthserve.contract.files import model_versions, sha256_file
+from synthserve.contract.files import (
+    FileCheckError,
+    model_versions,
+    sha256_file,
+    verify_files,
+    version_directories,
+    version_number,
+)
 from synthserve.contract.labels import largest_remainder
 from synthserve.contract.manifest import (
     FORMAT_VERSION,
@@ -16,6 +23,7 @@ from synthserve.contract.manifest import (
     ManifestError,
     Schema,
     TensorSpec,
+    check_file_name,
     load_manifest,
 )
 from synthserve.contract.noise import draw_noise, noise_row_width
@@ -52,6 +60,7 @@ __all__ = [
     "SCORING_STREAM_OFFSET",
     "Calibration",
     "Column",
+    "FileCheckError",
     "GraphSpec",
     "LabelSpec",
     "Manifest",
@@ -61,6 +70,7 @@ __all__ = [
     "TensorSpec",
     "accept_column",
     "best_candidates",
+    "check_file_name",
     "draw_noise",
     "finish_rows",
     "from_datetime64",
@@ -75,5 +85,8 @@ __all__ = [
     "sha256_file",
     "table_overhead_bytes",
     "to_datetime64",
+    "verify_files",
+    "version_directories",
+    "version_number",
     "wire_dtype",
 ]

@@ -152,14 +152,15 @@ def accept_column(column: Column, values: np.ndarray, where: str) -> np.ndarray:
         out = values.astype(np.float32)
         out[values == MISSING_CODE] = np.nan
         return out
-    if values.dtype.kind == "f":
-        infinite = np.isinf(values) | (np.abs(np.nan_to_num(values)) > FLOAT32_MAX)
-        if infinite.any():
-            raise ValueError(
-                f"{where}: {int(infinite.sum())} value(s) are infinite or beyond float32's range "
-                f"(|x| <= {FLOAT32_MAX:.4g}); send missing values as NaN"
-            )
-    return values.astype(np.float32)
+    with np.errstate(over="ignore"):
+        out = values.astype(np.float32)
+    infinite = np.isinf(out)  # after the cast: float64 values beyond float32's range became inf here
+    if infinite.any():
+        raise ValueError(
+            f"{where}: {int(infinite.sum())} value(s) are infinite or beyond float32's range "
+            f"(|x| <= {FLOAT32_MAX:.4g}); send missing values as NaN"
+        )
+    return out
 
 
 def _unit(column: Column) -> np.timedelta64:

@@ -213,6 +213,76 @@ def test_services_select_the_server_pods(kustomization: str) -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
+def _network_policy(manifests: list[Manifest]) -> dict[str, Any]:
+    policies = find(manifests, "NetworkPolicy")
+    assert len(policies) == 1, [doc["metadata"]["name"] for doc in policies]
+    spec: dict[str, Any] = policies[0]["spec"]
+    return spec
+
+
+def _policy_ports(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ports of every rule; a rule without ports would open all of them."""
+    for rule in rules:
+        assert rule.get("ports"), f"a rule without ports allows every port: {rule}"
+        for port in rule["ports"]:
+            assert "endPort" not in port, port
+    return [port for rule in rules for port in rule["ports"]]
+
+
+@pytest.mark.parametrize("kustomization", SERVER_OVERLAYS)
+def test_network_policy_isolates_the_server_pods(kustomization: str) -> None:
+    manifests = render(kustomization)
+    deployment, _ = _server(manifests)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    policy = _network_policy(manifests)
+    selector = policy["podSelector"]
+    assert set(selector) == {"matchLabels"}
+    assert selector["matchLabels"].items() <= pod_labels.items()
+    # Both directions are denied unless a rule allows them.
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    # The training Job's pods share the namespace and the name label; the server policy must not catch them.
+    job = find(render("k8s/training"), "Job")[0]
+    assert not selector["matchLabels"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("kustomization", SERVER_OVERLAYS)
+def test_network_policy_admits_only_the_grpc_and_metrics_ports(kustomization: str) -> None:
+    manifests = render(kustomization)
+    _, container = _server(manifests)
+    by_name = {port["name"]: port for port in container["ports"]}
+    by_number = {port["containerPort"]: port for port in container["ports"]}
+
+    def container_port(port: dict[str, Any]) -> tuple[str, int, str]:
+        """A policy port (a name or a number) as the container port it opens: (name, number, protocol)."""
+        ports = by_name if isinstance(port["port"], str) else by_number
+        assert port["port"] in ports, f"the policy opens {port}, which the server container does not declare"
+        target = ports[port["port"]]
+        assert port.get("protocol", "TCP") == target.get("protocol", "TCP"), (port, target)
+        return target["name"], target["containerPort"], target.get("protocol", "TCP")
+
+    rules = _network_policy(manifests)["ingress"]
+    allowed = {container_port(port) for port in _policy_ports(rules)}
+    expected = {(name, by_name[name]["containerPort"], by_name[name]["protocol"]) for name in ("grpc", "metrics")}
+    assert allowed == expected
+    # Every port a Service routes to stays reachable.
+    service_targets = {port["targetPort"] for doc in find(manifests, "Service") for port in doc["spec"]["ports"]}
+    assert service_targets <= {name for name, _, _ in allowed}
+
+
+@pytest.mark.parametrize("kustomization", SERVER_OVERLAYS)
+def test_network_policy_allows_no_egress_but_dns(kustomization: str) -> None:
+    rules = _network_policy(render(kustomization))["egress"]
+    ports = _policy_ports(rules)
+    assert {port["port"] for port in ports} == {53}
+    assert sorted(port["protocol"] for port in ports) == ["TCP", "UDP"]
+    # Only to the cluster DNS pods, not to port 53 anywhere.
+    cluster_dns = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+    assert [rule.get("to") for rule in rules] == [[cluster_dns]]
+
+
 @pytest.mark.parametrize("kustomization", SERVER_OVERLAYS)
 def test_service_monitor_scrapes_each_pod_once(kustomization: str) -> None:
     manifests = render(kustomization)
