@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from serving.auth import load_tokens
 from serving.client import SynthClient
-from serving.config import BatcherConfig, LimitsConfig, RuntimeConfig, ServerConfig
+from serving.config import BatcherConfig, CallLimits, LimitsConfig, RuntimeConfig, ServerConfig
 from serving.tls import ClientTls
 from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
 from synthserve.contract.frames import close_matches
@@ -79,7 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--auth-token-file", type=Path, default=None, help=f"bearer tokens, one a line (+${TOKENS_ENV})")
     serve.add_argument("--auth-guard-probes", action="store_true", help="health and reflection need a token too")
     serve.add_argument("--max-connection-age-s", type=float, default=None, help="close connections after this age")
-    serve.add_argument("--max-concurrent-streams", type=int, default=None, help="HTTP/2 streams per connection")
+    serve.add_argument(
+        "--max-concurrent-streams",
+        type=int,
+        default=ServerConfig.max_concurrent_streams,
+        help="HTTP/2 streams one connection may hold; 0: no limit",
+    )
+    serve.add_argument(
+        "--request-wait-s",
+        type=float,
+        default=CallLimits.request_wait_s,
+        help="a call whose request message has not arrived this long after its headers ends DEADLINE_EXCEEDED",
+    )
+    serve.add_argument(
+        "--max-inflight-rpcs",
+        type=int,
+        default=CallLimits.max_inflight_rpcs,
+        help="Synthesizer calls in progress; beyond it RESOURCE_EXHAUSTED at once; 0: no limit",
+    )
     serve.add_argument(
         "--max-concurrent-rpcs", type=int, default=None, help="RPCs in progress; beyond it RESOURCE_EXHAUSTED at once"
     )
@@ -336,7 +353,8 @@ def _server_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Serv
         auth_tokens=tokens,
         auth_open_probes=not args.auth_guard_probes,
         max_connection_age_s=args.max_connection_age_s,
-        max_concurrent_streams=args.max_concurrent_streams,
+        max_concurrent_streams=args.max_concurrent_streams or None,
+        calls=CallLimits(request_wait_s=args.request_wait_s, max_inflight_rpcs=args.max_inflight_rpcs or None),
         max_concurrent_rpcs=args.max_concurrent_rpcs,
         max_pending_rpcs=args.max_pending_rpcs,
         balance_sampling=SamplingOptions(args.balance_temperature, args.balance_best_of),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
 
-__all__ = ["BatcherConfig", "LimitsConfig", "RuntimeConfig", "ServerConfig"]
+__all__ = ["BatcherConfig", "CallLimits", "LimitsConfig", "RuntimeConfig", "ServerConfig"]
 
 MIB = 1024 * 1024
 
@@ -66,6 +66,22 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class CallLimits:
+    # A unary-request call whose message has not arrived this long after its headers is cancelled (the client
+    # sees CANCELLED); it then holds no stream, no memory and no graceful stop.
+    request_wait_s: float = 10.0
+    # Synthesizer calls whose handlers run at once (health and reflection not counted); beyond it new calls are
+    # refused at once with RESOURCE_EXHAUSTED. None: no limit.
+    max_inflight_rpcs: int | None = 4096
+
+    def __post_init__(self) -> None:
+        if self.request_wait_s <= 0:
+            raise ValueError(f"request_wait_s must be > 0, got {self.request_wait_s}")
+        if self.max_inflight_rpcs is not None and self.max_inflight_rpcs < 1:
+            raise ValueError(f"max_inflight_rpcs must be >= 1, got {self.max_inflight_rpcs}")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     model_store: Path
     host: str = "127.0.0.1"
@@ -78,6 +94,7 @@ class ServerConfig:
     batcher: BatcherConfig = field(default_factory=BatcherConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    calls: CallLimits = field(default_factory=CallLimits)
     # TLS when cert and key are given; mTLS (client certificates required) when a client CA is given too.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -88,8 +105,15 @@ class ServerConfig:
     # Service re-resolve and spread over new pods; None: connections live until a side closes them.
     max_connection_age_s: float | None = None
     # HTTP/2 streams one connection may hold open; beyond it grpc core refuses new ones (REFUSED_STREAM, the client
-    # sees UNAVAILABLE). None: no limit.
-    max_concurrent_streams: int | None = None
+    # sees UNAVAILABLE). Bounds what one connection can pin (an idle stream costs ~20 KB until request_wait_s ends
+    # it). None: no limit.
+    max_concurrent_streams: int | None = 4096
+    # The server pings a connection silent this long and closes it when no answer comes within the timeout, so the
+    # streams of a vanished client are released.
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    # Freed memory goes back to the OS this often (glibc malloc_trim), so RSS falls after a burst. 0: never.
+    memory_trim_interval_s: float = 5.0
     # RPCs the whole server runs at once (every method, health included); beyond it grpc answers new calls
     # RESOURCE_EXHAUSTED before a handler runs. None: no limit.
     max_concurrent_rpcs: int | None = None

@@ -1,10 +1,12 @@
-"""The one place where domain errors become gRPC status codes, where every RPC is counted and timed, and
-where bearer tokens are checked.
+"""The one place where domain errors become gRPC status codes, where every RPC is counted and timed, where
+requests are received, and where bearer tokens are checked.
 
 Handlers raise `serving.errors` exceptions and never set codes; `ErrorAndMetricsInterceptor` aborts the call
-with the mapped code and the exception's message, and records `synthserve_requests_total` and
-`synthserve_request_latency_seconds`. `BearerTokenInterceptor` answers UNAUTHENTICATED before a handler runs.
-Health and reflection pass through both untouched, so probes need no token.
+with the mapped code and the exception's message (capped in length), and records `synthserve_requests_total` and
+`synthserve_request_latency_seconds`. It registers every unary-request method as request-streaming (the same
+bytes on the wire) so that it can bound the wait for the request message (`serving.calls`) and refuse bytes that
+do not parse (`serving.parsing`). `BearerTokenInterceptor` answers UNAUTHENTICATED before the request is read.
+Health and reflection get the same receiving and parsing, and no token unless probes are guarded.
 """
 
 from __future__ import annotations
@@ -20,13 +22,21 @@ from typing import Any, cast
 import grpc
 
 from serving import errors, metrics
+from serving.calls import CallTracker
+from serving.parsing import Unparsable, safe_deserializer
 
-__all__ = ["SERVICE_PREFIX", "STATUS_BY_ERROR", "BearerTokenInterceptor", "ErrorAndMetricsInterceptor", "status_for"]
+__all__ = [
+    "MAX_STATUS_MESSAGE_BYTES",
+    "SERVICE_PREFIX",
+    "STATUS_BY_ERROR",
+    "BearerTokenInterceptor",
+    "ErrorAndMetricsInterceptor",
+    "status_for",
+]
 
 _log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/synthserve.v1.Synthesizer/"
-UNPARSABLE_LOG_INTERVAL_S = 10.0
 MAX_STATUS_MESSAGE_BYTES = 2000  # percent-encoded at most 6,000 bytes: inside grpc's default 8 KiB metadata limit
 
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
@@ -81,68 +91,33 @@ def _capped(message: str) -> str:
     return f"{head}... ({len(message)} characters in all)"
 
 
-class _Unparsable:
-    """What a request whose bytes do not parse becomes: the handler refuses it (INVALID_ARGUMENT) instead of grpc
-    answering UNKNOWN with a logged traceback per request."""
-
-    __slots__ = ("error", "size")
-    model = ""  # read by the metrics label
-
-    def __init__(self, error: str, size: int) -> None:
-        self.error = error
-        self.size = size
-
-    def refusal(self, method: str) -> errors.InvalidArgument:
-        return errors.InvalidArgument(
-            f"request: {self.size} bytes that do not parse as a {method} request ({self.error})"
-        )
+def _refuses_unread(behavior: Any) -> bool:
+    """A handler that answers without looking at the request (a refused token): its body is never read."""
+    return bool(getattr(behavior, "refuses_unread", False))
 
 
-class _RateLimitedWarning:
-    """At most one log line per `interval_s`, saying how many were left out: a client cannot flood the log."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next = 0.0
-        self._left_out = 0
-
-    def warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._left_out += 1
-            return
-        more = f" (and {self._left_out} more since the last report)" if self._left_out else ""
-        _log.warning("%s%s", message, more)
-        self._left_out = 0
-        self._next = now + self._interval_s
-
-
-_UNPARSABLE_LOG = _RateLimitedWarning(UNPARSABLE_LOG_INTERVAL_S)
-
-
-def _safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserialize is None:
-        return None
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserialize(data)
-        except Exception as exc:  # DecodeError, and whatever else a hostile body makes the parser raise
-            _UNPARSABLE_LOG.warn(f"refused an unparsable request ({len(data)} bytes, {type(exc).__name__})")
-            return _Unparsable(type(exc).__name__, len(data))
-
-    return parse
+async def _request(requests: AsyncIterator[Any], calls: CallTracker, method: str) -> Any:
+    request = await calls.receive(requests, method)
+    if isinstance(request, Unparsable):
+        raise request.refusal(method)
+    return request
 
 
 def _wrap_unary(
-    behavior: Callable[..., Awaitable[Any]], method: str, known: frozenset[str]
+    behavior: Callable[..., Awaitable[Any]], method: str, known: frozenset[str], calls: CallTracker
 ) -> Callable[..., Awaitable[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    unread = _refuses_unread(behavior)
+
+    async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         outcome = _Outcome()
+        request: Any = None
+        admitted = False
         try:
-            if isinstance(request, _Unparsable):
-                raise request.refusal(method)
+            if not unread:
+                request = await _request(requests, calls, method)
+            calls.admit()
+            admitted = True
             return await behavior(request, context)
         except BaseException as exc:
             abort = outcome.failed(exc, context)
@@ -150,20 +125,28 @@ def _wrap_unary(
                 raise
             await context.abort(*abort)
         finally:
+            if admitted:
+                calls.finished()
             _record(_model_label(request, known), method, outcome.code, started)
 
     return handler
 
 
 def _wrap_stream(
-    behavior: Callable[..., AsyncIterator[Any]], method: str, known: frozenset[str]
+    behavior: Callable[..., AsyncIterator[Any]], method: str, known: frozenset[str], calls: CallTracker
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    unread = _refuses_unread(behavior)
+
+    async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         started = time.perf_counter()
         outcome = _Outcome()
+        request: Any = None
+        admitted = False
         try:
-            if isinstance(request, _Unparsable):
-                raise request.refusal(method)
+            if not unread:
+                request = await _request(requests, calls, method)
+            calls.admit()
+            admitted = True
             async for message in behavior(request, context):
                 yield message
         except BaseException as exc:
@@ -172,6 +155,8 @@ def _wrap_stream(
                 raise
             await context.abort(*abort)
         finally:
+            if admitted:
+                calls.finished()
             _record(_model_label(request, known), method, outcome.code, started)
 
     return handler
@@ -187,16 +172,58 @@ def _record(model: str, method: str, code: str, started: float) -> None:
     metrics.child(metrics.REQUEST_LATENCY_SECONDS, model, method).observe(time.perf_counter() - started)
 
 
+def _probe(handler: grpc.RpcMethodHandler, method_path: str, calls: CallTracker) -> grpc.RpcMethodHandler:
+    """Health's handlers, request-streaming like the Synthesizer's: bounded wait, unparsable bytes refused."""
+
+    async def receive(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await _request(requests, calls, method_path.rsplit("/", 1)[-1])
+        except errors.ServingError as exc:
+            await context.abort(status_for(exc), _capped(str(exc)))
+
+    deserializer = safe_deserializer(handler.request_deserializer)
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def check(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await unary(await receive(requests, context), context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            check, request_deserializer=deserializer, response_serializer=handler.response_serializer
+        )
+    if handler.unary_stream is None:
+        return handler  # reflection: request-streaming already
+    inner = handler.unary_stream
+    if inspect.isasyncgenfunction(inner):
+        generator = cast(Callable[..., AsyncIterator[Any]], inner)
+
+        async def watch_generator(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            async for message in generator(await receive(requests, context), context):
+                yield message
+
+        watch: Callable[..., Any] = watch_generator
+    else:  # a coroutine writing with context.write (grpc's health Watch)
+
+        async def watch_writer(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+            return await inner(await receive(requests, context), context)
+
+        watch = watch_writer
+    return grpc.stream_stream_rpc_method_handler(
+        watch, request_deserializer=deserializer, response_serializer=handler.response_serializer
+    )
+
+
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the Synthesizer's handlers (status codes, metrics, unparsable requests); other services' unary-request
-    handlers only refuse unparsable requests.
+    """Wraps the Synthesizer's handlers (receiving, status codes, metrics, admission); health's handlers get the
+    same receiving.
 
     `known_models` bounds the `model` label: names the server does not serve are counted as "unknown", so
     callers cannot create unbounded metric series.
     """
 
-    def __init__(self, known_models: Collection[str]) -> None:
+    def __init__(self, known_models: Collection[str], calls: CallTracker) -> None:
         self._known_models = frozenset(known_models)
+        self._calls = calls
         # grpc hands back the same handler object per method, so each is wrapped once, not per call.
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -219,74 +246,34 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
             return cached[1]
         if method_path.startswith(SERVICE_PREFIX):
             wrapped = self._wrap(handler, method_path[len(SERVICE_PREFIX) :])
-        else:  # health (and reflection, whose streamed requests grpc parses itself): unparsable bodies refused
-            wrapped = _parse_guarded(handler, method_path)
-        self._wrapped[method_path] = (handler, wrapped)
+        else:
+            wrapped = _probe(handler, method_path, self._calls)
+        behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        if not _refuses_unread(behavior):  # a refusal stands for one call, not for the method
+            self._wrapped[method_path] = (handler, wrapped)
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        known = self._known_models
+        deserializer = safe_deserializer(handler.request_deserializer)
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method, self._known_models),
-                request_deserializer=_safe_deserializer(handler.request_deserializer),
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method, known, self._calls),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(cast(Callable[..., AsyncIterator[Any]], handler.unary_stream), method, self._known_models),
-                request_deserializer=_safe_deserializer(handler.request_deserializer),
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(cast(Callable[..., AsyncIterator[Any]], handler.unary_stream), method, known, self._calls),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _parse_guarded(handler: grpc.RpcMethodHandler, method_path: str) -> grpc.RpcMethodHandler:
-    """Another service's unary-request handler, refusing unparsable requests with INVALID_ARGUMENT."""
-    if handler.unary_unary is not None:
-        unary = handler.unary_unary
-
-        async def guarded_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            if isinstance(request, _Unparsable):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal(method_path)))
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            guarded_unary,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    if handler.unary_stream is not None:
-        inner = handler.unary_stream
-        if inspect.isasyncgenfunction(inner):
-            stream = cast(Callable[..., AsyncIterator[Any]], inner)
-
-            async def guarded_generator(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, _Unparsable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal(method_path)))
-                async for message in stream(request, context):
-                    yield message
-
-            guarded: Callable[..., Any] = guarded_generator
-
-        else:  # a coroutine writing with context.write (grpc's health Watch)
-
-            async def guarded_writer(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, _Unparsable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal(method_path)))
-                return await inner(request, context)
-
-            guarded = guarded_writer
-        return grpc.unary_stream_rpc_method_handler(
-            guarded,
-            request_deserializer=_safe_deserializer(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
-    return handler
-
-
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Requires `authorization: Bearer <token>` with one of `tokens` on every Synthesizer RPC, and on health and
-    reflection too when `guard_probes`."""
+    reflection too when `guard_probes`. A refused call's request is never read, let alone parsed."""
 
     def __init__(self, tokens: Collection[str], *, guard_probes: bool = False) -> None:
         if not tokens or any(not t for t in tokens):
@@ -313,24 +300,37 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self._allowed(handler_call_details.invocation_metadata):  # type: ignore[attr-defined]
             return handler
-        message = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
+        return _DENIALS.get((method_path.startswith(SERVICE_PREFIX), _shape(handler))) or handler
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-        async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-            yield  # an async generator, like the handler it replaces
+_DENIED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
 
-        # request_deserializer None: a refused call's body is never parsed (grpc hands the handler raw bytes).
-        if handler.stream_stream is not None:  # reflection, when guarded
-            return grpc.stream_stream_rpc_method_handler(
-                deny_stream, request_deserializer=None, response_serializer=handler.response_serializer
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                deny_stream, request_deserializer=None, response_serializer=handler.response_serializer
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            deny, request_deserializer=None, response_serializer=handler.response_serializer
-        )
+
+def _shape(handler: grpc.RpcMethodHandler) -> str:
+    for shape in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        if getattr(handler, shape) is not None:
+            return shape
+    return ""
+
+
+async def _deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+
+
+async def _deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
+    yield  # an async generator, like the handler it replaces
+
+
+setattr(_deny, "refuses_unread", True)  # noqa: B010 (read by ErrorAndMetricsInterceptor)
+setattr(_deny_stream, "refuses_unread", True)  # noqa: B010
+
+# Denials keep the shape of the handler they replace: the metrics interceptor counts Synthesizer refusals like
+# any other outcome (without reading the request); probes and reflection, request-streaming, never read it.
+_DENIALS: dict[tuple[bool, str], grpc.RpcMethodHandler] = {
+    (True, "unary_unary"): grpc.unary_unary_rpc_method_handler(_deny),
+    (True, "unary_stream"): grpc.unary_stream_rpc_method_handler(_deny_stream),
+    (False, "unary_unary"): grpc.stream_unary_rpc_method_handler(_deny),
+    (False, "unary_stream"): grpc.stream_stream_rpc_method_handler(_deny_stream),
+    (False, "stream_stream"): grpc.stream_stream_rpc_method_handler(_deny_stream),
+}

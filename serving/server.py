@@ -23,9 +23,12 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from serving import metrics
+from serving.calls import CallTracker
 from serving.config import ServerConfig
 from serving.engine import Engine
 from serving.interceptors import BearerTokenInterceptor, ErrorAndMetricsInterceptor
+from serving.memory import trim_forever
 from serving.metrics import MetricsServer
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
@@ -37,6 +40,7 @@ __all__ = ["SERVICE_NAME", "SynthServer", "create_server", "health_service_name"
 _log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Synthesizer"].full_name
+STOP_IDLE_GRACE_S = 0.5  # on stop, a call still waiting for its request message gets this long to send it
 
 
 def health_service_name(model: str) -> str:
@@ -55,6 +59,7 @@ class SynthServer:
         executor: ThreadPoolExecutor,
         health_servicer: health_aio.HealthServicer,
         metrics_interceptor: ErrorAndMetricsInterceptor,
+        calls: CallTracker,
     ) -> None:
         self.grpc_server = server
         self.config = config
@@ -62,6 +67,7 @@ class SynthServer:
         self.health = health_servicer
         self._executor = executor
         self._metrics_interceptor = metrics_interceptor
+        self.calls = calls
         self._stopping = False
 
     async def start(self) -> None:
@@ -88,12 +94,21 @@ class SynthServer:
         return registry
 
     async def stop(self, grace_s: float | None) -> None:
-        """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace_s`, then release."""
+        """Health NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace_s`, then release.
+
+        Only Synthesizer calls hold the stop: once none runs (and none accepted in the last STOP_IDLE_GRACE_S
+        still waits for its request message), health `Watch` streams and idle calls are cancelled at once
+        instead of holding the stop for the whole grace period."""
         self._stopping = True
         await self.health.enter_graceful_shutdown()
         # Keep serving while load balancers see NOT_SERVING and stop routing here; only then refuse new RPCs.
         await asyncio.sleep(self.config.drain_s)
-        await self.grpc_server.stop(grace_s)
+        stopping = asyncio.ensure_future(self.grpc_server.stop(grace_s))
+        await asyncio.sleep(0)  # grpc stops accepting before the wait below starts
+        if grace_s is not None and grace_s > 0:
+            await self.calls.quiet(grace_s, STOP_IDLE_GRACE_S)
+            await self.grpc_server.stop(0)
+        await stopping
         await self.engine.close()
         self._executor.shutdown(wait=True)
 
@@ -116,10 +131,15 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
     if config.max_connection_age_s is not None:
         options.append(("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)))
         options.append(("grpc.max_connection_age_grace_ms", int(config.grace_period_s * 1000)))
+    options.append(("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)))
+    options.append(("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)))
     if config.max_concurrent_streams is not None:
         options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
     # Metrics first, so that refused tokens are counted (UNAUTHENTICATED) like every other outcome.
-    metrics_interceptor = ErrorAndMetricsInterceptor(registry.names())
+    calls = CallTracker(config.calls)
+    for method in pb.DESCRIPTOR.services_by_name["Synthesizer"].methods_by_name:  # series from 0, for rate()
+        metrics.IDLE_CALLS_CANCELLED.labels(method)
+    metrics_interceptor = ErrorAndMetricsInterceptor(registry.names(), calls)
     interceptors: list[grpc.aio.ServerInterceptor] = [metrics_interceptor]
     if config.auth_tokens:
         interceptors.append(BearerTokenInterceptor(config.auth_tokens, guard_probes=not config.auth_open_probes))
@@ -145,7 +165,7 @@ def create_server(config: ServerConfig, registry: Registry | None = None) -> tup
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
-    return SynthServer(server, config, engine, executor, health_servicer, metrics_interceptor), port
+    return SynthServer(server, config, engine, executor, health_servicer, metrics_interceptor, calls), port
 
 
 async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
@@ -172,6 +192,8 @@ async def _serve_async(config: ServerConfig, parent_pid: int | None = None) -> N
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(parent_pid, stop)) if parent_pid is not None else None
+    trim_s = config.memory_trim_interval_s
+    trimming = asyncio.ensure_future(trim_forever(trim_s)) if trim_s > 0 else None
     interval_s = config.reload_interval_s if config.reload_interval_s > 0 else None
     while not stop.is_set():
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload_now.wait())]
@@ -184,8 +206,9 @@ async def _serve_async(config: ServerConfig, parent_pid: int | None = None) -> N
                 await server.reload()
             except Exception:  # a failed rescan keeps the models already serving
                 _log.exception("reloading %s failed; serving the models already loaded", config.model_store)
-    if orphan_watch is not None:
-        orphan_watch.cancel()
+    for task in (orphan_watch, trimming):
+        if task is not None:
+            task.cancel()
     _log.info("stopping: finishing in-flight requests for up to %.1f s", config.grace_period_s)
     await server.stop(config.grace_period_s)
     if metrics_server is not None:

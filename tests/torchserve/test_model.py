@@ -109,10 +109,10 @@ def _edit_manifest(change: Callable[[dict[str, Any]], object]) -> Callable[[Path
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (_append_a_byte("log_prob.onnx"), r"log_prob.onnx: sha256 [0-9a-f]{64} does not match the manifest's"),
+        (_append_a_byte("log_prob.onnx"), r"log_prob\.onnx has sha256 [0-9a-f]{64}, manifest says [0-9a-f]{64}"),
         (
             _edit_manifest(lambda m: m["files"].pop("sample.onnx")),
-            r"graphs.sample.file 'sample.onnx' is not listed in the manifest's files",
+            r"sample\.onnx is not listed in the manifest's files",
         ),
         (_edit_manifest(lambda m: m.update(format_version=99)), "format_version 99 is not supported"),
         (
