@@ -1,9 +1,10 @@
 """Dynamic batching: decides what runs together; the runtime runs it.
 
-One `Batcher` per (model, version, graph). Requests submit chunks of at most `max_batch_rows` rows with a
+One `Batcher` per (model, version, graph). Requests submit chunks of at most `batch_rows` rows (`max_batch_rows`,
+or fewer for a graph whose runs would take longer than `max_run_s`, sized from its timed runs) with a
 `make_feeds` callable that builds the chunk's inputs (noise drawn from the request's own seed and row
 indices), so a chunk's output never depends on what it is batched with. A batch closes when it holds
-`max_batch_rows` rows or when its oldest chunk has waited `max_queue_delay_s`; with `early_dispatch`, also when
+`batch_rows` rows or when its oldest chunk has waited `max_queue_delay_s`; with `early_dispatch`, also when
 waiting cannot help: at once when requests arrive one at a time (the last batch held one chunk, none other is
 queued, a worker slot is idle), and as soon as arrivals pause (none for `_PAUSE_GAPS` mean gaps between chunks
 that arrived while others waited, nor for a run's fixed cost: a closed group of callers has all come). Once requests
@@ -42,6 +43,8 @@ FeedBuilder = Callable[[], dict[str, np.ndarray]]
 RunGraph = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 
 _WEIGHT = 0.125  # of the newest gap between arrivals in its running mean
+PROBE_ROWS = 64  # rows per run until runs of >= _SIZED_RUN_ROWS rows have been timed
+_SIZED_RUN_ROWS = 64
 _PAUSE_GAPS = 2.0  # no arrival for this many mean gaps: the batch closes
 
 
@@ -56,8 +59,16 @@ class RunCost:
         self._moments: tuple[float, ...] | None = None  # E[rows], E[s], E[rows^2], E[rows * s]
         self.fixed_s = 0.0
         self.per_row_s = 0.0
+        # Seconds per row of runs of >= _SIZED_RUN_ROWS rows, fixed cost included (EWMA): what sizes runs. The fit
+        # above extrapolates badly from runs of nearly one size; this never under-estimates a large run.
+        self.sized_row_s: float | None = None
 
     def observe(self, rows: int, seconds: float) -> None:
+        if rows >= _SIZED_RUN_ROWS:
+            row_s = seconds / rows
+            self.sized_row_s = (
+                row_s if self.sized_row_s is None else self.sized_row_s + 0.25 * (row_s - self.sized_row_s)
+            )
         new = (rows, seconds, rows * rows, rows * seconds)
         old = self._moments or new  # the first batch starts the means (no pull towards zero)
         mean_rows, mean_s, mean_rows2, mean_rows_s = (m + self._weight * (x - m) for m, x in zip(old, new))
@@ -74,6 +85,13 @@ class RunCost:
         """Expected run time of a batch of `rows`; None before any batch was observed."""
         return None if self._moments is None else self.fixed_s + self.per_row_s * rows
 
+    def rows_within(self, seconds: float, cap: int) -> int:
+        """The most rows (1..cap) expected to run within `seconds`, from runs of >= _SIZED_RUN_ROWS rows; before
+        any, PROBE_ROWS (at most cap)."""
+        if self.sized_row_s is None:
+            return min(cap, PROBE_ROWS)
+        return max(1, min(cap, int(seconds / max(self.sized_row_s, 1e-9))))
+
 
 @dataclass(eq=False)
 class _Chunk:
@@ -82,6 +100,7 @@ class _Chunk:
     future: asyncio.Future[list[np.ndarray]]
     deadline: float | None  # event-loop time
     enqueued_at: float = field(default_factory=time.monotonic)
+    admitted: bool = False  # counted by an `admit`, not on its own
 
 
 class Batcher:
@@ -96,7 +115,10 @@ class Batcher:
         self._executor = executor
         self._queue: deque[_Chunk] = deque()
         self._queued_rows = 0
+        self._admitted_rows = 0  # rows of requests admitted whole (`admit`), until the request ends
+        self._free_rows = 0  # queued rows of chunks submitted on their own (not under an `admit`)
         self._slots = asyncio.Semaphore(max(1, slots))
+        self._n_slots = max(1, slots)
         self._wakeup = asyncio.Event()
         self._closed = False
         self._retired = False
@@ -116,6 +138,11 @@ class Batcher:
         self._computed = metrics.ROWS_COMPUTED.labels(model, graph)
         self._loop_task = asyncio.get_running_loop().create_task(self._schedule())
 
+    @property
+    def batch_rows(self) -> int:
+        """Rows per run: max_batch_rows, or fewer for a graph whose run would take longer than max_run_s."""
+        return self.run_cost.rows_within(self._config.max_run_s, self._config.max_batch_rows)
+
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         """While held, a retired batcher still takes the holder's chunks (`submit(..., held=True)`) and does not
@@ -127,29 +154,64 @@ class Batcher:
             self._holders -= 1
             self._note_if_drained()
 
+    def _check_room(self, n_rows: int) -> None:
+        waiting = self._free_rows + self._admitted_rows
+        if waiting + n_rows > self._config.max_queued_rows:
+            raise QueueFull(
+                f"queue of {self._model}/{self._graph} is full: {waiting} rows queued or admitted, "
+                f"{n_rows} more would exceed max_queued_rows={self._config.max_queued_rows}"
+            )
+        row_s = self.run_cost.sized_row_s
+        if row_s is not None and self._queued_rows:
+            wait_s = self._queued_rows * row_s / self._n_slots
+            if wait_s > self._config.max_queue_time_s:
+                raise QueueFull(
+                    f"queue of {self._model}/{self._graph} is full: {self._queued_rows} rows queued would wait "
+                    f"~{wait_s:.2f} s, beyond max_queue_time_s={self._config.max_queue_time_s}"
+                )
+
+    @contextlib.contextmanager
+    def admit(self, n_rows: int) -> Iterator[None]:
+        """Admits a request's `n_rows` at once against the queue bounds (QueueFull if they do not fit), so that its
+        runs, submitted a few at a time with `admitted=True, held=True`, are never refused half-way: it also holds
+        the batcher, so a reload retiring the version lets the request finish on it."""
+        if self._retired:
+            raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
+        self._check_room(n_rows)
+        self._admitted_rows += n_rows
+        try:
+            with self.hold():
+                yield
+        finally:
+            self._admitted_rows -= n_rows
+
     async def submit(
-        self, n_rows: int, make_feeds: FeedBuilder, deadline: float | None = None, held: bool = False
+        self,
+        n_rows: int,
+        make_feeds: FeedBuilder,
+        deadline: float | None = None,
+        held: bool = False,
+        admitted: bool = False,
     ) -> list[np.ndarray]:
-        """Queues one chunk (1 <= n_rows <= max_batch_rows) and returns its outputs, row-aligned."""
+        """Queues one chunk (1 <= n_rows <= max_batch_rows) and returns its outputs, row-aligned. `admitted`: its
+        rows are part of an `admit` already counted against the queue bound."""
         if self._closed:
             raise Unavailable("server is shutting down")
         if self._retired and not held:
             raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
         if not 1 <= n_rows <= self._config.max_batch_rows:
             raise ValueError(f"chunk of {n_rows} rows outside [1, {self._config.max_batch_rows}]")
-        if self._queued_rows + n_rows > self._config.max_queued_rows:
-            raise QueueFull(
-                f"queue of {self._model}/{self._graph} is full: {self._queued_rows} rows queued, "
-                f"{n_rows} more would exceed max_queued_rows={self._config.max_queued_rows}"
-            )
+        if not admitted:
+            self._check_room(n_rows)
+            self._free_rows += n_rows
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         now = time.monotonic()
         if self._queue:
             self._gap_s += _WEIGHT * (now - self._queue[-1].enqueued_at - self._gap_s)
-        self._queue.append(_Chunk(n_rows, make_feeds, future, deadline, now))
+        self._queue.append(_Chunk(n_rows, make_feeds, future, deadline, now, admitted))
         self._queued_rows += n_rows
         self._queued_gauge.set(self._queued_rows)
-        if len(self._queue) == 1 or self._queued_rows >= self._config.max_batch_rows:
+        if len(self._queue) == 1 or self._queued_rows >= self.batch_rows:
             self._wakeup.set()
         return await future
 
@@ -177,6 +239,7 @@ class Batcher:
             if not chunk.future.done():
                 chunk.future.set_exception(Unavailable("server is shutting down"))
         self._queued_rows = 0
+        self._free_rows = 0
         self._queued_gauge.set(0)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
@@ -194,7 +257,7 @@ class Batcher:
             # is idle (a lone caller would only wait) or arrivals have paused. `submit` wakes the scheduler only
             # when the queue was empty or is now full; otherwise a timer does, re-armed as the pause moves.
             alone = False
-            while config.enabled and self._queue and self._queued_rows < config.max_batch_rows:
+            while config.enabled and self._queue and self._queued_rows < self.batch_rows:
                 alone = self._last_batch_chunks == 1 and len(self._queue) == 1 and not self._running
                 if self._retired or (config.early_dispatch and alone):
                     break
@@ -239,14 +302,17 @@ class Batcher:
         """Pops up to max_batch_rows rows of live chunks; the dead ones are failed or dropped here."""
         batch: list[_Chunk] = []
         rows = 0
-        limit = self._config.max_batch_rows if self._config.enabled else 1
+        max_rows = self.batch_rows
+        limit = max_rows if self._config.enabled else 1
         while self._queue:
             chunk = self._queue[0]
             live = not chunk.future.done() and (chunk.deadline is None or chunk.deadline > now)
-            if live and batch and (rows + chunk.n_rows > self._config.max_batch_rows or len(batch) >= limit):
+            if live and batch and (rows + chunk.n_rows > max_rows or len(batch) >= limit):
                 break
             self._queue.popleft()
             self._queued_rows -= chunk.n_rows
+            if not chunk.admitted:
+                self._free_rows -= chunk.n_rows
             if not live:
                 if not chunk.future.done():
                     chunk.future.set_exception(DeadlineExceeded("deadline passed while queued; never computed"))

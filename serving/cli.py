@@ -62,10 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-rows", type=int, default=BatcherConfig.max_batch_rows)
     serve.add_argument("--max-queue-delay-ms", type=float, default=BatcherConfig.max_queue_delay_s * 1000)
     serve.add_argument("--max-queued-rows", type=int, default=BatcherConfig.max_queued_rows)
+    serve.add_argument(
+        "--max-queue-time-ms",
+        type=float,
+        default=BatcherConfig.max_queue_time_s * 1000,
+        help="refuse (RESOURCE_EXHAUSTED) a request expected to wait longer in a batcher's queue",
+    )
+    serve.add_argument(
+        "--max-run-ms", type=float, default=BatcherConfig.max_run_s * 1000, help="a heavy graph's runs last about this"
+    )
     serve.add_argument("--no-batching", action="store_true", help="run every request chunk alone (benchmarks)")
     serve.add_argument("--max-rows-per-request", type=int, default=LimitsConfig.max_rows_per_request)
     serve.add_argument("--max-rows-per-stream", type=int, default=LimitsConfig.max_rows_per_stream)
     serve.add_argument("--max-message-mb", type=int, default=LimitsConfig.max_message_bytes // (1024 * 1024))
+    serve.add_argument(
+        "--max-inflight-mb",
+        type=int,
+        default=(LimitsConfig.max_inflight_bytes or 0) // (1024 * 1024),
+        help="estimated memory all requests in progress may hold; beyond it RESOURCE_EXHAUSTED; 0: no limit",
+    )
     serve.add_argument("--runtime", choices=("onnx", "torchscript"), default="onnx")
     serve.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     serve.add_argument("--intra-op-threads", type=int, default=RuntimeConfig.intra_op_threads)
@@ -334,6 +349,8 @@ def _server_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Serv
             max_batch_rows=args.max_batch_rows,
             max_queue_delay_s=args.max_queue_delay_ms / 1000,
             max_queued_rows=max(args.max_queued_rows, args.max_batch_rows),
+            max_queue_time_s=args.max_queue_time_ms / 1000,
+            max_run_s=args.max_run_ms / 1000,
             enabled=not args.no_batching,
         ),
         runtime=RuntimeConfig(
@@ -346,6 +363,7 @@ def _server_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Serv
             max_rows_per_request=args.max_rows_per_request,
             max_rows_per_stream=args.max_rows_per_stream,
             max_message_bytes=args.max_message_mb * 1024 * 1024,
+            max_inflight_bytes=args.max_inflight_mb * 1024 * 1024 or None,
         ),
         tls_cert_file=args.tls_cert,
         tls_key_file=args.tls_key,

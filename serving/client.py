@@ -7,6 +7,7 @@ cached by (model, version).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -155,12 +156,15 @@ class SynthClient:
         tls: grpc.ChannelCredentials | ClientTls | None = None,
         token: str | None = None,
         max_message_bytes: int = 256 * 1024 * 1024,
+        request_bytes: int = 16 * 1024 * 1024,
         lb_policy: str | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """`tls`: credentials, or a `ClientTls` naming PEM files (mTLS with a client certificate).
         `lb_policy`: e.g. "round_robin" to spread calls over every address a `dns:///` target resolves to
-        (a Kubernetes headless Service); `channel_options` are passed to grpc as they are, last."""
+        (a Kubernetes headless Service); `channel_options` are passed to grpc as they are, last.
+        `request_bytes`: `score` and `encode` send tables in requests of about this size (the server's default
+        message limit is 32 MiB); the values are those of one request (rows carry their `start_row`)."""
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -178,6 +182,7 @@ class SynthClient:
         self._timeout_s = timeout_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._descriptions: dict[tuple[str, int], ModelDescription] = {}
+        self._request_bytes = request_bytes
 
     def close(self) -> None:
         self._channel.close()
@@ -333,41 +338,70 @@ class SynthClient:
         """log_density, log_density_<class> (when asked), posterior_<class> and is_anomaly (with fpr), per row."""
         description = self.describe(model, version)
         conditional = description.label is not None
-        request = pb.ScoreDensityRequest(
-            model=model,
-            version=version or 0,
-            rows=description.to_table(df),
-            include_class_log_density=class_log_density and conditional,
-            include_posteriors=conditional,
-            fpr=fpr,
-            seed=seed,
-        )
-        response = self._call(self._stub.ScoreDensity, request)
-        result = pd.DataFrame({"log_density": np.frombuffer(response.log_density, dtype="<f4")}, index=df.index)
-        n_classes = response.num_classes
-        if response.class_log_density:
-            values = np.frombuffer(response.class_log_density, dtype="<f4").reshape(-1, n_classes)
+        responses = [
+            self._call(
+                self._stub.ScoreDensity,
+                pb.ScoreDensityRequest(
+                    model=model,
+                    version=version or 0,
+                    rows=table,
+                    include_class_log_density=class_log_density and conditional,
+                    include_posteriors=conditional,
+                    fpr=fpr,
+                    seed=seed,
+                    start_row=start,
+                ),
+            )
+            for start, table in self._tables(description, df, with_labels=False)
+        ]
+
+        def joined(field: str, dtype: str) -> np.ndarray:
+            return np.concatenate([np.frombuffer(getattr(r, field), dtype=dtype) for r in responses])
+
+        result = pd.DataFrame({"log_density": joined("log_density", "<f4")}, index=df.index)
+        n_classes = responses[0].num_classes
+        if responses[0].class_log_density:
+            values = joined("class_log_density", "<f4").reshape(-1, n_classes)
             for index, label in enumerate(description.classes):
                 result[f"log_density_{label}"] = values[:, index]
-        if response.posteriors:
-            values = np.frombuffer(response.posteriors, dtype="<f4").reshape(-1, n_classes)
+        if responses[0].posteriors:
+            values = joined("posteriors", "<f4").reshape(-1, n_classes)
             for index, label in enumerate(description.classes):
                 result[f"posterior_{label}"] = values[:, index]
         if fpr is not None:
-            result["is_anomaly"] = np.frombuffer(response.is_anomaly, dtype=np.uint8).astype(bool)
-            result.attrs["threshold"] = response.threshold
+            result["is_anomaly"] = joined("is_anomaly", "u1").astype(bool)
+            result.attrs["threshold"] = responses[0].threshold
         return result
+
+    def _tables(
+        self, description: ModelDescription, df: pd.DataFrame, *, with_labels: bool
+    ) -> Iterator[tuple[int, pb.Table]]:
+        """(start_row, Table) pieces of `df` of about `request_bytes` each (one piece for a small frame)."""
+        table = description.to_table(df, with_labels=with_labels)
+        pieces = max(1, math.ceil(table.ByteSize() / self._request_bytes))
+        if pieces == 1:
+            yield 0, table
+            return
+        step = math.ceil(len(df) / pieces)
+        for start in range(0, len(df), step):
+            yield start, description.to_table(df.iloc[start : start + step], with_labels=with_labels)
 
     def encode(
         self, model: str, df: pd.DataFrame, *, version: int | None = None, seed: int | None = None
     ) -> np.ndarray:
         """Latent vectors `[len(df), latent_dim]`; conditional models read the label column from `df`."""
         description = self.describe(model, version)
-        request = pb.EncodeRequest(
-            model=model, version=version or 0, rows=description.to_table(df, with_labels=True), seed=seed
-        )
-        response = self._call(self._stub.Encode, request)
-        return np.frombuffer(response.latent, dtype="<f4").reshape(response.num_rows, response.latent_dim)
+        latents = [
+            np.frombuffer(response.latent, dtype="<f4").reshape(response.num_rows, response.latent_dim)
+            for response in (
+                self._call(
+                    self._stub.Encode,
+                    pb.EncodeRequest(model=model, version=version or 0, rows=table, seed=seed, start_row=start),
+                )
+                for start, table in self._tables(description, df, with_labels=True)
+            )
+        ]
+        return latents[0] if len(latents) == 1 else np.concatenate(latents)
 
 
 def _sampling(temperature: float | None, best_of: int | None) -> pb.SamplingOptions:

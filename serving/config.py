@@ -31,6 +31,13 @@ class BatcherConfig:
     # blocks at most this long, and only when nothing else of the batcher is queued or running. 0: never.
     inline_max_s: float = 0.0005
     max_queued_rows: int = 1_000_000
+    # A run of a heavy graph stays within about this long (fewer rows than max_batch_rows, fitted from its run
+    # times): an importance-weighted VAE density costs ~0.5 ms a row, so 2,048 rows would hold a worker for a
+    # second and the runtime's arena at hundreds of MB. Light graphs run max_batch_rows.
+    max_run_s: float = 0.05
+    # A chunk whose expected wait in the queue (rows ahead of it at the graph's timed cost per row, over the worker
+    # slots) exceeds this is refused at once with RESOURCE_EXHAUSTED: admitted calls keep a bounded queue time.
+    max_queue_time_s: float = 1.0
     enabled: bool = True  # off: every request chunk runs alone (benchmark baseline)
 
     def __post_init__(self) -> None:
@@ -40,6 +47,10 @@ class BatcherConfig:
             raise ValueError(f"max_queue_delay_s must be >= 0, got {self.max_queue_delay_s}")
         if self.inline_max_s < 0:
             raise ValueError(f"inline_max_s must be >= 0, got {self.inline_max_s}")
+        if self.max_queue_time_s <= 0:
+            raise ValueError(f"max_queue_time_s must be > 0, got {self.max_queue_time_s}")
+        if self.max_run_s <= 0:
+            raise ValueError(f"max_run_s must be > 0, got {self.max_run_s}")
         if self.max_queued_rows < self.max_batch_rows:
             raise ValueError(f"max_queued_rows ({self.max_queued_rows}) must be >= max_batch_rows")
 
@@ -60,9 +71,17 @@ class LimitsConfig:
 
     max_rows_per_request: int = 1_000_000  # Sample, ScoreDensity, Encode
     max_rows_per_stream: int = 100_000_000  # SampleStream, Balance
-    max_message_bytes: int = 256 * MIB
+    # Requests and unary responses; a legal request's memory (message, parsed copy, rows) stays within a few
+    # times this. Larger results stream (SampleStream); SynthClient splits large score/encode tables.
+    max_message_bytes: int = 32 * MIB
     default_chunk_rows: int = 2048
     stream_prefetch_chunks: int = 2  # chunks computed ahead of the one being sent
+    # Estimated bytes all requests in progress may hold (serving.budget); beyond it new requests are refused at
+    # once with RESOURCE_EXHAUSTED. With the 32 MiB message limit one request holds at most ~130 MB. None: no limit.
+    max_inflight_bytes: int | None = 256 * MIB
+    # Runs one request has queued or running at a time: a large request advances a few runs at a time, so the
+    # runs of other requests interleave with its own instead of queuing behind all of them.
+    request_window_runs: int = 4
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from serving.batcher import Batcher
+from serving.budget import MemoryBudget, sample_bytes
 from serving.config import BatcherConfig, LimitsConfig
 from serving.errors import InvalidArgument, NotSupported, shown
 from serving.registry import LoadedModel, Registry
@@ -103,6 +104,7 @@ class Engine:
         self._executor = executor
         self._slots = slots
         self._batchers: dict[tuple[str, int, str], Batcher] = {}
+        self.budget = MemoryBudget(limits.max_inflight_bytes)
         self._retiring: dict[Batcher, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
@@ -335,8 +337,10 @@ class Engine:
         next_start = 0
         graphs = ("sample", "log_prob") if plan.sampling.best_of > 1 else ("sample",)
         held = {graph: self._batcher(plan.model, graph) for graph in graphs}
+        in_flight = sample_bytes(schema, chunk_rows, plan.sampling.best_of) * (self.limits.stream_prefetch_chunks + 2)
         try:
             with contextlib.ExitStack() as holds:
+                holds.enter_context(self.budget.hold(in_flight, f"a stream of {chunk_rows}-row chunks"))
                 for batcher in held.values():
                     holds.enter_context(batcher.hold())
                 while next_start < plan.n_rows or pending:
@@ -352,9 +356,11 @@ class Engine:
             for _, task in pending:
                 task.cancel()
 
-    async def score(self, model: LoadedModel, rows: np.ndarray, seed: int, deadline: float | None) -> Scores:
+    async def score(
+        self, model: LoadedModel, rows: np.ndarray, seed: int, deadline: float | None, start_row: int = 0
+    ) -> Scores:
         spec = self.require(model, "log_prob")
-        outputs = await self._run_rows(model, "log_prob", rows, None, seed, deadline)
+        outputs = await self._run_rows(model, "log_prob", rows, None, seed, deadline, start_row=start_row)
         names = [t.name for t in spec.outputs]
         return Scores(
             log_density=outputs[names.index("log_prob")].reshape(-1),
@@ -363,10 +369,16 @@ class Engine:
         )
 
     async def encode(
-        self, model: LoadedModel, rows: np.ndarray, labels: np.ndarray | None, seed: int, deadline: float | None
+        self,
+        model: LoadedModel,
+        rows: np.ndarray,
+        labels: np.ndarray | None,
+        seed: int,
+        deadline: float | None,
+        start_row: int = 0,
     ) -> np.ndarray:
         self.require(model, "encode")
-        return (await self._run_rows(model, "encode", rows, labels, seed, deadline))[0]
+        return (await self._run_rows(model, "encode", rows, labels, seed, deadline, start_row=start_row))[0]
 
     async def _run_rows(
         self,
@@ -410,24 +422,31 @@ class Engine:
         deadline: float | None,
         held: bool = False,
     ) -> list[list[np.ndarray]]:
-        """Rows [start, stop) as chunks of at most max_batch_rows, queued together, outputs in order."""
-        step = self._batcher_config.max_batch_rows
-        if stop - start <= step:  # the common small request: no gather, no extra task
+        """Rows [start, stop) as runs of the batcher's `batch_rows`, outputs in order.
+
+        At most `request_window_runs` of them are queued or running at once, so the runs of other requests
+        interleave with a large request's instead of waiting behind all of it, and its outputs arrive at the
+        pace they are used."""
+        step = batcher.batch_rows
+        if stop - start <= step:  # the common small request: no window, no extra task
             return [await batcher.submit(stop - start, functools.partial(chunk_feeds, start, stop), deadline, held)]
-        tasks = [
-            asyncio.ensure_future(
-                batcher.submit(
-                    min(b + step, stop) - b, functools.partial(chunk_feeds, b, min(b + step, stop)), deadline, held
-                )
-            )
-            for b in range(start, stop, step)
-        ]
-        try:
-            return list(await asyncio.gather(*tasks))
-        finally:
-            # One failed chunk (queue full, deadline) fails the request: its other chunks are not computed.
-            for task in tasks:
-                task.cancel()
+        outputs: list[list[np.ndarray]] = []
+        window: list[asyncio.Future[list[np.ndarray]]] = []
+        begin = start
+        with batcher.admit(stop - start):  # the queue bound takes or refuses the request whole
+            try:
+                while begin < stop or window:
+                    while begin < stop and len(window) < self.limits.request_window_runs:
+                        end = min(begin + batcher.batch_rows, stop)
+                        feeds = functools.partial(chunk_feeds, begin, end)
+                        window.append(asyncio.ensure_future(batcher.submit(end - begin, feeds, deadline, True, True)))
+                        begin = end
+                    outputs.append(await window.pop(0))
+            finally:
+                # One failed run (deadline, shutdown) fails the request: its other runs are not computed.
+                for task in window:
+                    task.cancel()
+        return outputs
 
     def _batcher(self, model: LoadedModel, graph: str) -> Batcher:
         key = (model.name, model.version, graph)

@@ -37,6 +37,9 @@ class OnnxRuntime:
         options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No CPU arena: an arena keeps every session's largest run for good (hundreds of MB after one large
+        # request to a heavy graph); plain allocations cost the same here (docs/reliability.md) and are returned.
+        options.enable_cpu_mem_arena = False
         if config.device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeError("--device cuda needs the GPU build of ONNX Runtime (pip install onnxruntime-gpu)")

@@ -305,7 +305,7 @@ class BalanceResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class ScoreDensityRequest(_message.Message):
-    __slots__ = ("model", "version", "rows", "include_class_log_density", "include_posteriors", "fpr", "seed")
+    __slots__ = ("model", "version", "rows", "include_class_log_density", "include_posteriors", "fpr", "seed", "start_row")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +313,7 @@ class ScoreDensityRequest(_message.Message):
     INCLUDE_POSTERIORS_FIELD_NUMBER: _ClassVar[int]
     FPR_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    START_ROW_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     rows: Table
@@ -320,7 +321,8 @@ class ScoreDensityRequest(_message.Message):
     include_posteriors: bool
     fpr: float
     seed: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., include_class_log_density: _Optional[bool] = ..., include_posteriors: _Optional[bool] = ..., fpr: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+    start_row: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., include_class_log_density: _Optional[bool] = ..., include_posteriors: _Optional[bool] = ..., fpr: _Optional[float] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ...) -> None: ...
 
 class ScoreDensityResponse(_message.Message):
     __slots__ = ("version", "num_rows", "num_classes", "log_density", "class_log_density", "posteriors", "is_anomaly", "threshold")
@@ -343,16 +345,18 @@ class ScoreDensityResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., num_rows: _Optional[int] = ..., num_classes: _Optional[int] = ..., log_density: _Optional[bytes] = ..., class_log_density: _Optional[bytes] = ..., posteriors: _Optional[bytes] = ..., is_anomaly: _Optional[bytes] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
-    __slots__ = ("model", "version", "rows", "seed")
+    __slots__ = ("model", "version", "rows", "seed", "start_row")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    START_ROW_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     rows: Table
     seed: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    start_row: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
     __slots__ = ("version", "num_rows", "latent_dim", "latent")

@@ -15,10 +15,10 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.batcher import Batcher, RunCost
+from serving.batcher import PROBE_ROWS, Batcher, RunCost
 from serving.config import BatcherConfig
 from serving.engine import RowPlan
-from serving.errors import DeadlineExceeded, ModelNotFound
+from serving.errors import DeadlineExceeded, ModelNotFound, QueueFull
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import Registry
@@ -41,9 +41,17 @@ def slow_server(store: Path) -> Iterator[ServerThread]:
     running.stop()
 
 
-def test_concurrent_requests_are_merged_and_rows_do_not_depend_on_batch_mates(server: ServerThread) -> None:
+@pytest.fixture()
+def merging_server(store: Path) -> Iterator[ServerThread]:
+    """Every batch waits 50 ms for mates: concurrent requests merge however busy the machine is."""
+    running = ServerThread(make_config(store, max_queue_delay_s=0.05, early_dispatch=False))
+    yield running
+    running.stop()
+
+
+def test_concurrent_requests_are_merged_and_rows_do_not_depend_on_batch_mates(merging_server: ServerThread) -> None:
     seeds = list(range(100, 150))
-    with grpc.insecure_channel(server.target) as channel:
+    with grpc.insecure_channel(merging_server.target) as channel:
         stub = pb_grpc.SynthesizerStub(channel)
         alone = {seed: stub.Sample(pb.SampleRequest(model="gauss", num_rows=20, seed=seed)) for seed in seeds}
         batches_before, rows_before = _batch_rows()
@@ -434,3 +442,62 @@ def test_a_stream_whose_version_is_retired_mid_way_ends_on_it(slow_server: Serve
     while engine._retiring and time.monotonic() < deadline:  # the retired batcher drains once the stream ended
         time.sleep(0.05)
     assert not engine._retiring
+
+
+def test_a_heavy_graph_runs_in_runs_of_about_max_run_s() -> None:
+    """A graph costing 1 ms a row with max_run_s 20 ms: after the first (PROBE_ROWS) run, runs of ~20 rows."""
+
+    class Heavy:
+        def __init__(self) -> None:
+            self.runs: list[int] = []
+
+        def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            time.sleep(0.001 * len(feeds["x"]))
+            self.runs.append(len(feeds["x"]))
+            return [feeds["x"]]
+
+    async def scenario() -> list[int]:
+        graph = Heavy()
+        config = BatcherConfig(max_batch_rows=1024, max_run_s=0.02, max_queued_rows=4096)
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher("fake", "log_prob", graph, config, executor, slots=1)
+            assert batcher.batch_rows == PROBE_ROWS
+            await batcher.submit(PROBE_ROWS, functools.partial(dict, x=np.ones(PROBE_ROWS)))
+            assert 10 <= batcher.batch_rows <= 22
+            n = batcher.batch_rows
+            await asyncio.gather(*(batcher.submit(n, functools.partial(dict, x=np.ones(n))) for _ in range(5)))
+            await batcher.close()
+        return graph.runs
+
+    runs = asyncio.run(scenario())
+    assert runs[0] == PROBE_ROWS and max(runs[1:]) <= 22  # merged chunks never exceed a run's rows
+
+
+def test_a_request_admitted_whole_is_never_refused_half_way_and_the_queue_time_is_bounded() -> None:
+    class PerRow:  # 1 ms a row
+        def __call__(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            time.sleep(0.001 * len(feeds["x"]))
+            return [feeds["x"]]
+
+    async def scenario() -> tuple[str, list[object]]:
+        config = BatcherConfig(max_batch_rows=64, max_queue_delay_s=0.0, max_queued_rows=100, max_queue_time_s=0.05)
+        with ThreadPoolExecutor(1) as executor:
+            batcher = Batcher("fake", "sample", PerRow(), config, executor, slots=1)
+            with batcher.admit(80):  # 80 of 100 rows: the queue bound counts them from now on
+                with pytest.raises(QueueFull) as rows_full:
+                    await batcher.submit(30, functools.partial(dict, x=np.ones(30)))
+                await batcher.submit(64, functools.partial(dict, x=np.ones(64)), admitted=True)  # timed: 1 ms/row
+            running = asyncio.ensure_future(batcher.submit(64, functools.partial(dict, x=np.ones(64))))
+            await asyncio.sleep(0.01)  # it runs (64 ms); chunks now queue behind it
+            queued = [
+                asyncio.ensure_future(batcher.submit(10, functools.partial(dict, x=np.ones(10)))) for _ in range(9)
+            ]
+            outcomes = await asyncio.gather(running, *queued, return_exceptions=True)
+            await batcher.close()
+        return str(rows_full.value), outcomes[1:]
+
+    rows_full, outcomes = asyncio.run(scenario())
+    assert "rows queued or admitted" in rows_full and "max_queued_rows=100" in rows_full
+    refused = [str(o) for o in outcomes if isinstance(o, QueueFull)]
+    assert 3 <= len(refused) <= 5  # 50 ms of 1 ms rows: five 10-row chunks wait, the rest are refused at once
+    assert all("max_queue_time_s=0.05" in message for message in refused)
