@@ -13,7 +13,7 @@ import pytest
 from serving.client import SynthClient
 from tests.serving.conftest import ServerThread, make_config
 from tests.serving.fixture_store import CATEGORIES, CLASSES, expected_log_prob
-from tests.serving.helpers import expected_rows
+from tests.serving.helpers import expected_rows, metric
 
 
 @pytest.fixture()
@@ -92,6 +92,21 @@ def test_score_and_encode_accept_the_frames_sample_returns(client: SynthClient) 
     assert scores["is_anomaly"].dtype == bool and scores.attrs["threshold"] == pytest.approx(-6.0)
     latent = client.encode("gauss", frame, version=1)
     assert latent.shape == (200, 2) and latent.dtype == np.float32
+
+
+def test_large_tables_go_in_several_requests_with_the_values_of_one(server: ServerThread) -> None:
+    """`request_bytes` 2 KB: a 400-row frame goes in ~8 requests; start_row makes the encoder's noise (drawn per
+    row index) and so every value the same as one request's."""
+    with SynthClient(server.target, timeout_s=30) as whole, SynthClient(server.target, request_bytes=2048) as split:
+        frame = whole.sample("gauss", 400, seed=6, version=1)
+        before = metric("synthserve_requests_total", {"model": "gauss", "method": "Encode", "code": "OK"})
+        pieces = split.encode("gauss", frame, version=1, seed=3)
+        requests = metric("synthserve_requests_total", {"model": "gauss", "method": "Encode", "code": "OK"}) - before
+        np.testing.assert_array_equal(pieces, whole.encode("gauss", frame, version=1, seed=3))
+        pd.testing.assert_frame_equal(
+            split.score("gauss", frame, fpr=0.01, version=1), whole.score("gauss", frame, fpr=0.01, version=1)
+        )
+    assert requests >= 4
 
 
 def test_unknown_category_label_is_refused_client_side(client: SynthClient) -> None:
