@@ -53,6 +53,9 @@ MODEL_VERSIONS_LOADED = Gauge("synthserve_model_versions_loaded", "Versions curr
 MODEL_LOAD_FAILURES = Counter(
     "synthserve_model_load_failures", "Versions refused (checksum, format, load error)", ["model", "reason"]
 )
+SERVER_RESTARTS = Counter(
+    "synthserve_server_restarts", "gRPC servers replaced in-process after grpc's accept loop stopped on its own"
+)
 INFLIGHT_BYTES = Gauge(
     "synthserve_inflight_bytes", "Estimated bytes held by requests in progress (the memory budget's use)"
 )

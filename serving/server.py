@@ -16,7 +16,9 @@ import logging
 import multiprocessing
 import os
 import signal
+import traceback
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -30,6 +32,7 @@ from serving.engine import Engine
 from serving.interceptors import BearerTokenInterceptor, ErrorAndMetricsInterceptor
 from serving.memory import trim_forever
 from serving.metrics import MetricsServer
+from serving.parsing import RateLimitedWarning
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import Registry
@@ -112,6 +115,12 @@ class SynthServer:
         await self.engine.close()
         self._executor.shutdown(wait=True)
 
+    async def discard(self) -> None:
+        """Releases what a server that grpc already shut down still holds (its batchers and worker threads)."""
+        self._stopping = True
+        await self.engine.close()
+        self._executor.shutdown(wait=False)
+
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
 
@@ -191,21 +200,27 @@ async def _serve_async(config: ServerConfig, parent_pid: int | None = None) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+    loop.set_exception_handler(_grpc_loop_failures)
     orphan_watch = asyncio.ensure_future(_stop_when_orphaned(parent_pid, stop)) if parent_pid is not None else None
     trim_s = config.memory_trim_interval_s
     trimming = asyncio.ensure_future(trim_forever(trim_s)) if trim_s > 0 else None
     interval_s = config.reload_interval_s if config.reload_interval_s > 0 else None
+    terminated = asyncio.ensure_future(server.wait_for_termination())
     while not stop.is_set():
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload_now.wait())]
-        await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*waiters, terminated], timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
-        if not stop.is_set():
+        if terminated.done() and not stop.is_set():
+            server = await _replace(server, config, port)
+            terminated = asyncio.ensure_future(server.wait_for_termination())
+        elif not stop.is_set():
             reload_now.clear()
             try:
                 await server.reload()
             except Exception:  # a failed rescan keeps the models already serving
                 _log.exception("reloading %s failed; serving the models already loaded", config.model_store)
+    terminated.cancel()
     for task in (orphan_watch, trimming):
         if task is not None:
             task.cancel()
@@ -214,6 +229,33 @@ async def _serve_async(config: ServerConfig, parent_pid: int | None = None) -> N
     if metrics_server is not None:
         metrics_server.close()
     _log.info("stopped")
+
+
+_GRPC_LOOP_FAILURES = RateLimitedWarning(10.0)
+
+
+def _grpc_loop_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """grpc's dead accept loop (see `_replace`) surfaces as an unretrieved task exception: one rate-limited line
+    instead of a traceback per malformed call; everything else goes to asyncio's default handler."""
+    exc = context.get("exception")
+    if isinstance(exc, UnicodeDecodeError) and "_server_main_loop" in "".join(traceback.format_tb(exc.__traceback__)):
+        _GRPC_LOOP_FAILURES.warn(f"grpc's accept loop failed on a malformed call ({exc.reason})")
+        return
+    loop.default_exception_handler(context)
+
+
+async def _replace(server: SynthServer, config: ServerConfig, port: int) -> SynthServer:
+    """A new server on the same port, for one whose grpc accept loop died under it.
+
+    grpc's asyncio server ends its accept loop on some malformed input it meets before any handler (a `:path`
+    that is not UTF-8 raises UnicodeDecodeError inside grpc and shuts the server down) and then serves nothing
+    while the process lives on. Calls in flight on it are lost; the registry and models are reused."""
+    _log.error("the gRPC server stopped on its own (grpc's accept loop failed): starting a new one on port %d", port)
+    metrics.SERVER_RESTARTS.inc()
+    await server.discard()
+    replacement, _ = create_server(dataclasses.replace(config, port=port), server.engine.registry)
+    await replacement.start()
+    return replacement
 
 
 def _serve_worker(config: ServerConfig, parent_pid: int) -> None:

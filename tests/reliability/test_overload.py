@@ -120,6 +120,10 @@ def run_overload(store: Path, seconds: float) -> None:
         str(MAX_BATCH_ROWS),
         "--max-queued-rows",
         str(MAX_QUEUED_ROWS),
+        # No per-connection stream limit: the one lagging load-generator connection would otherwise also meet it
+        # (responses it has not read keep their streams open), refused with REFUSED_STREAM (UNAVAILABLE).
+        "--max-concurrent-streams",
+        "0",
     )
     with ServeProcess(store, *args, "--metrics-port", "0") as server:
         assert server.metrics_port is not None

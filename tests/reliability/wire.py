@@ -50,11 +50,13 @@ def grpc_message(body: bytes, compressed: int = 0, declared: int | None = None) 
     return bytes([compressed & 0xFF]) + struct.pack(">I", len(body) if declared is None else declared) + body
 
 
-def request_headers(path: str, *, content_type: bytes = b"application/grpc", extra: tuple = ()) -> bytes:  # type: ignore[type-arg]
+def request_headers(
+    path: str | bytes, *, content_type: bytes = b"application/grpc", extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> bytes:
     fields = [
         (b":method", b"POST"),
         (b":scheme", b"http"),
-        (b":path", path.encode()),
+        (b":path", path if isinstance(path, bytes) else path.encode()),
         (b":authority", b"localhost"),
         (b"content-type", content_type),
         (b"te", b"trailers"),
