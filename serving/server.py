@@ -220,7 +220,8 @@ async def _serve_async(config: ServerConfig, parent_pid: int | None = None) -> N
                 await server.reload()
             except Exception:  # a failed rescan keeps the models already serving
                 _log.exception("reloading %s failed; serving the models already loaded", config.model_store)
-    terminated.cancel()
+    # `terminated` is not cancelled: grpc's wait_for_termination would pass the cancellation on to the server's own
+    # shutdown future, and the stop below would end in CancelledError. The stop completes it.
     for task in (orphan_watch, trimming):
         if task is not None:
             task.cancel()

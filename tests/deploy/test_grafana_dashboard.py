@@ -55,6 +55,14 @@ def test_required_panel_reads_its_metrics(title: str) -> None:
     assert REQUIRED_PANELS[title] <= names
 
 
+SERVER_WIDE = (
+    "synthserve_gpu_",
+    "synthserve_inflight_bytes",
+    "synthserve_idle_calls_cancelled_total",
+    "synthserve_server_restarts_total",
+)
+
+
 def test_dashboard_uses_only_contract_metrics() -> None:
     names = dashboard_metric_names()
     assert names <= exposed_series_names(), names - exposed_series_names()
@@ -67,7 +75,9 @@ def test_panel_queries_filter_by_the_dashboard_variables() -> None:
     for panel in load_dashboard()["panels"]:
         for target in panel.get("targets", []):
             assert 'namespace=~"$namespace"' in target["expr"], target["expr"]
-            if "synthserve_gpu_" not in target["expr"]:  # NVML series carry a gpu label, not a model
+            # NVML series carry a gpu label, not a model; the server-wide guards (memory budget, idle calls,
+            # replaced servers) belong to no model either.
+            if not any(name in target["expr"] for name in SERVER_WIDE):
                 assert 'model=~"$model"' in target["expr"], target["expr"]
 
 
