@@ -29,6 +29,7 @@ from synthserve.contract import (
     accept_column,
     finish_rows,
     from_datetime64,
+    level_codes,
     to_datetime64,
 )
 from torchserve_handler.errors import InvalidRequest
@@ -146,19 +147,14 @@ def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | Sco
 
 
 def _category_codes(values: list[Any], categories: tuple[Any, ...], field: str) -> np.ndarray:
-    # Labels match by value, or by text (so "3" finds the category 3 when the caller wrote JSON strings).
-    lookup: dict[Any, int] = {str(c): i for i, c in enumerate(categories)}
-    lookup.update({c: i for i, c in enumerate(categories)})
-    codes = np.empty(len(values), dtype=np.float32)
-    for i, value in enumerate(values):
-        code = lookup.get(value) if isinstance(value, str | int | float | bool) else None
-        if code is None:
-            code = lookup.get(str(value))
-        if code is None:
-            shown = [str(c) for c in categories[:20]]
-            raise InvalidRequest(f"{field}[{i}]: {value!r} is not a category of the column (categories: {shown})")
-        codes[i] = code
-    return codes
+    """The contract's label rule (`level_codes`: labels compare as text; an unseen value is OTHER_LABEL where the
+    column has it), as the gRPC client applies it."""
+    if any(isinstance(v, list | dict) for v in values):
+        raise InvalidRequest(f"{field}: categories must be text, numbers or booleans")
+    try:
+        return level_codes(values, categories, field)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def rows_from_columns(schema: Schema, columns: Mapping[str, Any], max_rows: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from synthserve.contract.files import (
     version_number,
 )
 from synthserve.contract.labels import largest_remainder
+from synthserve.contract.levels import OTHER_LABEL, close_matches, label_key, level_codes
 from synthserve.contract.manifest import (
     FORMAT_VERSION,
     Calibration,
@@ -56,6 +57,7 @@ __all__ = [
     "MAX_BEST_OF",
     "MAX_TEMPERATURE",
     "MISSING_CODE",
+    "OTHER_LABEL",
     "PLAIN_SAMPLING",
     "SCORING_STREAM_OFFSET",
     "Calibration",
@@ -71,11 +73,14 @@ __all__ = [
     "accept_column",
     "best_candidates",
     "check_file_name",
+    "close_matches",
     "draw_noise",
     "finish_rows",
     "from_datetime64",
     "has_class_posterior",
+    "label_key",
     "largest_remainder",
+    "level_codes",
     "load_manifest",
     "model_versions",
     "noise_feeds",

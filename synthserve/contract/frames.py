@@ -9,60 +9,27 @@ module needs pandas, so the package does not import it: import `synthserve.contr
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from synthserve.contract.levels import OTHER_LABEL, close_matches, level_codes
 from synthserve.contract.manifest import Column
 from synthserve.contract.values import MISSING_CODE, from_datetime64, to_datetime64
 
 __all__ = ["OTHER_LABEL", "close_matches", "label_codes", "series_from_values", "values_from_series"]
 
-# The level that gathers a many-level column's rare values in training; at scoring, a value the model has not
-# seen as a level of its own counts as this one when the column has it.
-OTHER_LABEL = "(other)"
-
-
-def close_matches(name: str, choices: Sequence[Any]) -> str:
-    """' (did you mean 'a' or 'b'?)' for a misspelt name, or '' when nothing is close."""
-    found = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3, cutoff=0.6)
-    lowered = [str(c) for c in choices if str(c).lower() == str(name).lower() and str(c) not in found]
-    found = lowered + found
-    return f" (did you mean {' or '.join(repr(f) for f in found)}?)" if found else ""
-
-
-def _key(value: Any) -> str:
-    """Labels compare as text, so 1, 1.0 (as a CSV gives an int column with gaps) and '1' are the same label."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, np.generic):
-        return str(value.item())
-    return str(value)
-
 
 def label_codes(series: pd.Series, labels: Sequence[Any], field: str, *, allow_missing: bool) -> np.ndarray:
     """Labels -> float64 codes into `labels` (NaN for a gap when `allow_missing`); ValueError naming the field."""
-    lookup = {_key(label): float(index) for index, label in enumerate(labels)}
     missing = series.isna().to_numpy()
     if missing.any() and not allow_missing:
         raise ValueError(
             f"column {field!r}: {int(missing.sum())} missing value(s); it takes one of {list(labels)[:10]}"
         )
-    keys = [None if gap else _key(v) for v, gap in zip(series.to_numpy(dtype=object), missing)]
-    unknown = sorted({k for k in keys if k is not None and k not in lookup})
-    if unknown and OTHER_LABEL in lookup:
-        keys = [OTHER_LABEL if k is not None and k not in lookup else k for k in keys]
-        unknown = []
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:5])
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        known = [str(label) for label in labels]
-        hint = f" (known: {known[:10]}{' ...' if len(known) > 10 else ''})"
-        raise ValueError(f"column {field!r}: unknown value(s) {shown}{more}{close_matches(unknown[0], known) or hint}")
-    return np.fromiter((np.nan if k is None else lookup[k] for k in keys), dtype=np.float64, count=len(keys))
+    return level_codes(list(series.to_numpy(dtype=object)), labels, f"column {field!r}", missing.tolist())
 
 
 def values_from_series(column: Column, series: pd.Series) -> np.ndarray:

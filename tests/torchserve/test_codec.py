@@ -136,7 +136,7 @@ def test_categories_match_by_value_or_text() -> None:
         ({"count": [float("inf")]}, r"rows\['count'\]: 1 value\(s\) are infinite"),
         (
             {"color": ["purple"]},
-            r"rows\['color'\]\[0\]: 'purple' is not a category of the column \(categories: \['red'",
+            r"rows\['color'\]: unknown value\(s\) 'purple' \(known: \['red'",
         ),
     ],
 )
