@@ -93,13 +93,16 @@ def infer_column(name: str, values: pd.Series, *, image: bool = False, kind: str
     present = values.dropna()
     if present.empty:
         return Inferred(None, f"column {name!r} left out: it has no values")
+    # Whether (and in which text format) the column holds datetimes, found once: trying the formats parses the
+    # whole column up to len(DATETIME_FORMATS) times.
+    is_datetime, fmt = _datetime_kind(values, present) if kind in (None, "datetime") else (False, None)
     if kind is None and not image:
-        identifier = _identifier_note(name, values, present)
+        identifier = _identifier_note(name, values, present, is_datetime)
         if identifier is not None:
             return Inferred(None, identifier)
     dtype = str(values.dtype)
-    if kind == "datetime" or (kind is None and _looks_like_datetime(values, present)):
-        return _datetime_column(name, values, present)
+    if kind == "datetime" or (kind is None and is_datetime):
+        return _datetime_column(name, values, present, fmt)
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
     if kind in ("continuous", "integer") and not numeric:
         converted = pd.to_numeric(present, errors="coerce")
@@ -116,7 +119,7 @@ def infer_column(name: str, values: pd.Series, *, image: bool = False, kind: str
     return Inferred(Column(name, "continuous", dtype, decimals=_decimals(present.to_numpy(dtype=np.float64))))
 
 
-def _identifier_note(name: str, values: pd.Series, present: pd.Series) -> str | None:
+def _identifier_note(name: str, values: pd.Series, present: pd.Series, is_datetime: bool) -> str | None:
     n = len(values)
     if n < MIN_ROWS_FOR_IDENTIFIER or present.nunique() != n:
         return None
@@ -130,7 +133,7 @@ def _identifier_note(name: str, values: pd.Series, present: pd.Series) -> str | 
         low, high = float(present.min()), float(present.max())
         if not (high - low + 1 == n and low in (0.0, 1.0)):
             return None  # unique whole numbers that are not a row counter: a measurement
-    elif _looks_like_datetime(values, present):
+    elif is_datetime:
         return None
     return (
         f"column {name!r} left out: every row has its own value (an identifier); "
@@ -160,12 +163,14 @@ def _decimals(values: np.ndarray) -> int | None:
     return None
 
 
-def _looks_like_datetime(values: pd.Series, present: pd.Series) -> bool:
+def _datetime_kind(values: pd.Series, present: pd.Series) -> tuple[bool, str | None]:
+    """(holds datetimes, their text format): (True, None) for datetime64 columns."""
     if pd.api.types.is_datetime64_any_dtype(values):
-        return True
+        return True, None
     if values.dtype != object or not all(isinstance(v, str) for v in present.iloc[:100]):
-        return False
-    return _datetime_format(present) is not None
+        return False, None
+    fmt = _datetime_format(present)
+    return fmt is not None, fmt
 
 
 def _datetime_format(present: pd.Series) -> str | None:
@@ -183,8 +188,7 @@ def _datetime_format(present: pd.Series) -> str | None:
     return None
 
 
-def _datetime_column(name: str, values: pd.Series, present: pd.Series) -> Inferred:
-    fmt = None if pd.api.types.is_datetime64_any_dtype(values) else _datetime_format(present)
+def _datetime_column(name: str, values: pd.Series, present: pd.Series, fmt: str | None) -> Inferred:
     if fmt is None and not pd.api.types.is_datetime64_any_dtype(values):
         raise ValueError(f"column {name!r}: not datetimes in one of the formats {DATETIME_FORMATS}")
     stamps = pd.to_datetime(present, format=fmt) if fmt is not None else pd.to_datetime(present)
