@@ -21,8 +21,7 @@ from serving.auth import load_tokens
 from serving.client import SynthClient
 from serving.config import BatcherConfig, CallLimits, LimitsConfig, RuntimeConfig, ServerConfig
 from serving.tls import ClientTls
-from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
-from synthserve.contract.frames import close_matches
+from synthserve.contract import BALANCE_SAMPLING, SamplingOptions, close_matches
 
 __all__ = ["TOKENS_ENV", "TOKEN_ENV", "build_parser", "main"]
 

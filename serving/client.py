@@ -20,8 +20,8 @@ from google.protobuf import json_format, struct_pb2
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.tls import ClientTls
-from synthserve.contract import MISSING_CODE, Column
-from synthserve.contract.frames import close_matches, label_codes, series_from_values, values_from_series
+from synthserve.contract import MISSING_CODE, Column, close_matches
+from synthserve.contract.frames import label_codes, series_from_values, values_from_series
 
 __all__ = ["ColumnInfo", "ModelDescription", "SynthClient"]
 

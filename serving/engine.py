@@ -24,7 +24,7 @@ import numpy as np
 from serving.batcher import Batcher
 from serving.budget import MemoryBudget, sample_bytes
 from serving.config import BatcherConfig, LimitsConfig
-from serving.errors import InvalidArgument, NotSupported, shown
+from serving.errors import InvalidArgument, NotSupported
 from serving.registry import LoadedModel, Registry
 from synthserve.contract import (
     PLAIN_SAMPLING,
@@ -35,6 +35,7 @@ from synthserve.contract import (
     largest_remainder,
     noise_feeds,
     row_bytes,
+    shown,
     table_overhead_bytes,
 )
 

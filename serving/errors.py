@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 __all__ = [
-    "MAX_SHOWN_CHARS",
     "DeadlineExceeded",
     "InvalidArgument",
     "ModelNotFound",
@@ -11,16 +10,7 @@ __all__ = [
     "QueueFull",
     "ServingError",
     "Unavailable",
-    "shown",
 ]
-
-MAX_SHOWN_CHARS = 64  # a caller's own text quoted back in an error (model names, labels, column names)
-
-
-def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
-    """`repr(value)`, cut to `limit` characters with the full length said: errors never echo unbounded input."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class ServingError(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from serving import metrics
 from serving.config import RuntimeConfig
-from serving.errors import ModelNotFound, shown
+from serving.errors import ModelNotFound
 from serving.runtime import Runtime, create_runtime
 from synthserve.contract import (
     FileCheckError,
@@ -23,6 +23,7 @@ from synthserve.contract import (
     ManifestError,
     has_class_posterior,
     load_manifest,
+    shown,
     verify_files,
     version_directories,
 )

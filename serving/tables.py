@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.errors import InvalidArgument, shown
+from serving.errors import InvalidArgument
 from serving.proto import synthesizer_pb2 as pb
-from synthserve.contract import Schema, accept_column, finish_rows, wire_dtype
+from synthserve.contract import Schema, accept_column, finish_rows, shown, wire_dtype
 
 __all__ = ["decode_labels", "decode_table", "encode_table"]
 

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synthserve.contract import Column
-from synthserve.contract.frames import OTHER_LABEL
+from synthserve.contract import OTHER_LABEL, Column
 from synthserve.contract.manifest import MAX_DECIMALS
 
 __all__ = [

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synthserve.contract import Column, LabelSpec, Schema, finish_rows
-from synthserve.contract.frames import close_matches, label_codes, series_from_values, values_from_series
+from synthserve.contract import Column, LabelSpec, Schema, close_matches, finish_rows
+from synthserve.contract.frames import label_codes, series_from_values, values_from_series
 from training.columns import KIND_CHOICES, OTHER_LABEL, infer_column, python_value
 
 __all__ = [

@@ -13,7 +13,7 @@ from synthserve.contract.files import (
     version_number,
 )
 from synthserve.contract.labels import largest_remainder
-from synthserve.contract.levels import OTHER_LABEL, close_matches, label_key, level_codes
+from synthserve.contract.levels import OTHER_LABEL, label_key, level_codes
 from synthserve.contract.manifest import (
     FORMAT_VERSION,
     Calibration,
@@ -28,6 +28,7 @@ from synthserve.contract.manifest import (
     load_manifest,
 )
 from synthserve.contract.noise import draw_noise, noise_row_width
+from synthserve.contract.quoting import close_matches, shown
 from synthserve.contract.sampling import (
     BALANCE_SAMPLING,
     MAX_BEST_OF,
@@ -88,6 +89,7 @@ __all__ = [
     "row_bytes",
     "sample_rows",
     "sha256_file",
+    "shown",
     "table_overhead_bytes",
     "to_datetime64",
     "verify_files",

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synthserve.contract.levels import OTHER_LABEL, close_matches, level_codes
+from synthserve.contract.levels import level_codes
 from synthserve.contract.manifest import Column
 from synthserve.contract.values import MISSING_CODE, from_datetime64, to_datetime64
 
-__all__ = ["OTHER_LABEL", "close_matches", "label_codes", "series_from_values", "values_from_series"]
+__all__ = ["label_codes", "series_from_values", "values_from_series"]
 
 
 def label_codes(series: pd.Series, labels: Sequence[Any], field: str, *, allow_missing: bool) -> np.ndarray:

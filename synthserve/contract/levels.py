@@ -9,23 +9,16 @@ all call `level_codes`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["OTHER_LABEL", "close_matches", "label_key", "level_codes"]
+from synthserve.contract.quoting import close_matches
+
+__all__ = ["OTHER_LABEL", "label_key", "level_codes"]
 
 OTHER_LABEL = "(other)"
-
-
-def close_matches(name: str, choices: Sequence[Any]) -> str:
-    """' (did you mean 'a' or 'b'?)' for a misspelt name, or '' when nothing is close."""
-    found = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3, cutoff=0.6)
-    lowered = [str(c) for c in choices if str(c).lower() == str(name).lower() and str(c) not in found]
-    found = lowered + found
-    return f" (did you mean {' or '.join(repr(f) for f in found)}?)" if found else ""
 
 
 def label_key(value: Any) -> str:

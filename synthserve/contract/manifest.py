@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synthserve.contract.quoting import shown
+
 __all__ = [
     "COLUMN_KINDS",
     "DATETIME_UNITS",
@@ -247,13 +249,12 @@ def check_file_name(name: Any, where: str) -> str:
         or any(part in ("", ".", "..") for part in parts)
         or any(ord(ch) < 32 for ch in name)
     ):
-        raise ManifestError(f"{where}: {_shown(name)} must be a relative path inside the version directory")
+        raise ManifestError(f"{where}: {_quoted(name)} must be a relative path inside the version directory")
     return name
 
 
-def _shown(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def _quoted(value: Any) -> str:
+    return shown(value, 80)
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -278,7 +279,7 @@ def _optional_object(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ManifestError(f"{where} must be a finite number, got {_shown(value)}")
+        raise ManifestError(f"{where} must be a finite number, got {_quoted(value)}")
     return float(value)
 
 
@@ -304,16 +305,16 @@ def _parse_manifest(data: Any) -> Manifest:
     graphs = {}
     for gname, graw in graphs_raw.items():
         if gname not in GRAPH_NAMES:
-            raise ManifestError(f"graphs.{_shown(gname)}: unknown graph (expected one of {GRAPH_NAMES})")
+            raise ManifestError(f"graphs.{_quoted(gname)}: unknown graph (expected one of {GRAPH_NAMES})")
         graphs[gname] = _parse_graph(graw, f"graphs.{gname}.")
     if "sample" not in graphs:
         raise ManifestError("graphs.sample: every model must export a sample graph")
     declared = data.get("capabilities")
     if declared is not None:
         if not isinstance(declared, list) or not all(isinstance(c, str) for c in declared):
-            raise ManifestError(f"capabilities must be a list of graph names, got {_shown(declared)}")
+            raise ManifestError(f"capabilities must be a list of graph names, got {_quoted(declared)}")
         if sorted(declared) != sorted(graphs):
-            raise ManifestError(f"capabilities {_shown(declared)} do not match graphs {sorted(graphs)}")
+            raise ManifestError(f"capabilities {_quoted(declared)} do not match graphs {sorted(graphs)}")
     calibration = None
     if data.get("calibration") is not None:
         craw = _require(data, "calibration", dict, "")
@@ -335,7 +336,7 @@ def _parse_manifest(data: Any) -> Manifest:
     for name, digest in _require(data, "files", dict, "").items():
         check_file_name(name, "files")
         if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            raise ManifestError(f"files[{_shown(name)}] must be a lower-case sha256 hex digest, got {_shown(digest)}")
+            raise ManifestError(f"files[{_quoted(name)}] must be a lower-case sha256 hex digest, got {_quoted(digest)}")
         files[name] = digest
     return Manifest(
         name=_require(data, "name", str, ""),
@@ -361,7 +362,7 @@ def _parse_schema(raw: dict[str, Any]) -> Schema:
         craw = _object(item, where[:-1])
         kind = _require(craw, "kind", str, where)
         if kind not in COLUMN_KINDS:
-            raise ManifestError(f"{where}kind: unknown kind {_shown(kind)} (expected one of {COLUMN_KINDS})")
+            raise ManifestError(f"{where}kind: unknown kind {_quoted(kind)} (expected one of {COLUMN_KINDS})")
         categories = craw.get("categories")
         if categories is not None and not isinstance(categories, list):
             raise ManifestError(f"{where}categories must be a list, got {type(categories).__name__}")
@@ -401,7 +402,7 @@ def _parse_schema(raw: dict[str, Any]) -> Schema:
             or not image_shape
             or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in image_shape)
         ):
-            raise ManifestError(f"schema.image_shape must be a list of positive integers, got {_shown(image_shape)}")
+            raise ManifestError(f"schema.image_shape must be a list of positive integers, got {_quoted(image_shape)}")
         if math.prod(image_shape) != len(columns):
             raise ManifestError(f"schema.image_shape {image_shape} does not hold {len(columns)} columns")
     return Schema(tuple(columns), label, tuple(image_shape) if image_shape is not None else None)
@@ -450,9 +451,9 @@ def _parse_tensor(item: Any, where: str) -> TensorSpec:
     dtype = _require(raw, "dtype", str, where)
     role = _require(raw, "role", str, where)
     if dtype not in TENSOR_DTYPES:
-        raise ManifestError(f"{where}dtype: {_shown(dtype)} is not one of {TENSOR_DTYPES}")
+        raise ManifestError(f"{where}dtype: {_quoted(dtype)} is not one of {TENSOR_DTYPES}")
     if role not in TENSOR_ROLES:
-        raise ManifestError(f"{where}role: {_shown(role)} is not one of {TENSOR_ROLES}")
+        raise ManifestError(f"{where}role: {_quoted(role)} is not one of {TENSOR_ROLES}")
     shape = tuple(_require(raw, "shape", list, where))
     fixed = shape[1:]
     if not shape or shape[0] is not None or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in fixed):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthserve.contract import Column, Schema, accept_column, finish_rows, wire_dtype
-from synthserve.contract.frames import OTHER_LABEL, label_codes, series_from_values, values_from_series
+from synthserve.contract import OTHER_LABEL, Column, Schema, accept_column, finish_rows, wire_dtype
+from synthserve.contract.frames import label_codes, series_from_values, values_from_series
 
 PRICE = Column("price", "continuous", "float64", min=1.5, max=99.99, decimals=2)
 RATIO = Column("ratio", "continuous", "float32", min=0.0, max=1.0)

@@ -18,8 +18,7 @@ import pandas as pd
 import pytest
 
 from serving.client import SynthClient
-from synthserve.contract import load_manifest
-from synthserve.contract.frames import OTHER_LABEL
+from synthserve.contract import OTHER_LABEL, load_manifest
 from tests.serving.conftest import ServerThread, make_config
 
 N_ROWS = 1500

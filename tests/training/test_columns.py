@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthserve.contract.frames import OTHER_LABEL
+from synthserve.contract import OTHER_LABEL
 from training.columns import MAX_CATEGORY_LEVELS, infer_column
 
 
