@@ -154,6 +154,10 @@ class Batcher:
             self._holders -= 1
             self._note_if_drained()
 
+    def _refuse_if_retired(self, held: bool) -> None:
+        if self._retired and not held:
+            raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
+
     def _check_room(self, n_rows: int) -> None:
         waiting = self._free_rows + self._admitted_rows
         if waiting + n_rows > self._config.max_queued_rows:
@@ -175,8 +179,7 @@ class Batcher:
         """Admits a request's `n_rows` at once against the queue bounds (QueueFull if they do not fit), so that its
         runs, submitted a few at a time with `admitted=True, held=True`, are never refused half-way: it also holds
         the batcher, so a reload retiring the version lets the request finish on it."""
-        if self._retired:
-            raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
+        self._refuse_if_retired(held=False)
         self._check_room(n_rows)
         self._admitted_rows += n_rows
         try:
@@ -197,8 +200,7 @@ class Batcher:
         rows are part of an `admit` already counted against the queue bound."""
         if self._closed:
             raise Unavailable("server is shutting down")
-        if self._retired and not held:
-            raise ModelNotFound(f"this version of model {self._model!r} was retired by a reload")
+        self._refuse_if_retired(held)
         if not 1 <= n_rows <= self._config.max_batch_rows:
             raise ValueError(f"chunk of {n_rows} rows outside [1, {self._config.max_batch_rows}]")
         if not admitted:

@@ -45,6 +45,8 @@ _STRATEGIES = {
     "explicit_counts": pb.BALANCE_STRATEGY_EXPLICIT_COUNTS,
 }
 
+_SIZE_SAMPLE_ROWS = 64  # rows encoded to estimate a frame's bytes per row
+
 
 # A column as the server describes it: the contract's own Column (name, kind, dtype, categories, range,
 # decimals, missing rate, datetime format), rebuilt from the ColumnSpec.
@@ -376,11 +378,14 @@ class SynthClient:
     def _tables(
         self, description: ModelDescription, df: pd.DataFrame, *, with_labels: bool
     ) -> Iterator[tuple[int, pb.Table]]:
-        """(start_row, Table) pieces of `df` of about `request_bytes` each (one piece for a small frame)."""
-        table = description.to_table(df, with_labels=with_labels)
-        pieces = max(1, math.ceil(table.ByteSize() / self._request_bytes))
+        """(start_row, Table) pieces of `df` of about `request_bytes` each (one piece for a small frame). The size
+        is estimated from the first rows (every value takes a fixed number of bytes), so a large frame is encoded
+        once, in its pieces."""
+        sample = description.to_table(df.iloc[:_SIZE_SAMPLE_ROWS], with_labels=with_labels)
+        row_bytes = sample.ByteSize() / max(1, min(len(df), _SIZE_SAMPLE_ROWS))
+        pieces = max(1, math.ceil(row_bytes * len(df) / self._request_bytes))
         if pieces == 1:
-            yield 0, table
+            yield 0, sample if len(df) <= _SIZE_SAMPLE_ROWS else description.to_table(df, with_labels=with_labels)
             return
         step = math.ceil(len(df) / pieces)
         for start in range(0, len(df), step):

@@ -88,8 +88,8 @@ class LimitsConfig:
 
 @dataclass(frozen=True)
 class CallLimits:
-    # A unary-request call whose message has not arrived this long after its headers is cancelled (the client
-    # sees CANCELLED); it then holds no stream, no memory and no graceful stop.
+    # A unary-request call whose message has not arrived this long after its headers ends DEADLINE_EXCEEDED; it
+    # then holds no stream, no memory and no graceful stop.
     request_wait_s: float = 10.0
     # Synthesizer calls whose handlers run at once (health and reflection not counted); beyond it new calls are
     # refused at once with RESOURCE_EXHAUSTED. None: no limit.

@@ -35,10 +35,12 @@ class Unparsable:
 
 
 class RateLimitedWarning:
-    """At most one log line per `interval_s`, saying how many were left out: a client cannot flood the log."""
+    """At most one log line per `interval_s` on `logger`, saying how many were left out: a client cannot flood the
+    log."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, logger: logging.Logger) -> None:
         self._interval_s = interval_s
+        self._logger = logger
         self._next = 0.0
         self._left_out = 0
 
@@ -48,12 +50,12 @@ class RateLimitedWarning:
             self._left_out += 1
             return
         more = f" (and {self._left_out} more since the last report)" if self._left_out else ""
-        _log.warning("%s%s", message, more)
+        self._logger.warning("%s%s", message, more)
         self._left_out = 0
         self._next = now + self._interval_s
 
 
-_UNPARSABLE_LOG = RateLimitedWarning(UNPARSABLE_LOG_INTERVAL_S)
+_UNPARSABLE_LOG = RateLimitedWarning(UNPARSABLE_LOG_INTERVAL_S, _log)
 
 
 def safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:

@@ -232,7 +232,7 @@ async def _serve_async(config: ServerConfig, parent_pid: int | None = None) -> N
     _log.info("stopped")
 
 
-_GRPC_LOOP_FAILURES = RateLimitedWarning(10.0)
+_GRPC_LOOP_FAILURES = RateLimitedWarning(10.0, _log)
 
 
 def _grpc_loop_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
