@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 from synthserve.contract import GraphSpec, Manifest, load_manifest, model_versions, noise_feeds
+from synthserve.contract.sessions import open_session
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,7 @@ class GraphTimer:
 
     def __init__(self, directory: Path, batch_rows: int) -> None:
         self.manifest = load_manifest(directory / "manifest.json")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self.sessions = {
-            name: ort.InferenceSession(str(directory / spec.file), options, providers=["CPUExecutionProvider"])
-            for name, spec in self.manifest.graphs.items()
-        }
+        self.sessions = {name: open_session(directory / spec.file) for name, spec in self.manifest.graphs.items()}
         sample = self.manifest.graphs["sample"]
         self.rows = self.sessions["sample"].run(None, _feeds(self.manifest, sample, np.empty(0), batch_rows))[0]
         self.batch_rows = batch_rows

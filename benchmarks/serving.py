@@ -41,12 +41,10 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving.config import RuntimeConfig
-from serving.engine import LabelRuns
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel, Registry
-from serving.tables import encode_table
-from synthserve.contract import draw_noise, largest_remainder
+from synthserve.contract import LabelRuns, draw_noise, largest_remainder
 
 
 @dataclass
@@ -203,7 +201,7 @@ def baseline_rows_per_s(model: LoadedModel, batch_rows: int, threads: int, durat
             if label_input is not None and labels is not None:
                 feeds[label_input] = labels
             rows = model.runtime.run("sample", feeds)[0]
-            encode_table(manifest.schema, rows, labels).SerializeToString()
+            model.table_encoder.encode(rows, labels).SerializeToString()
             done[index] += batch_rows
 
     with ThreadPoolExecutor(threads) as pool:

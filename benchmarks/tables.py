@@ -1,4 +1,4 @@
-"""In-process cost of encoding response tables (`serving.tables.encode_table`, finishing included) per shipped schema.
+"""In-process cost of encoding response tables (`serving.tables.TableEncoder`, finishing included) per shipped schema.
 
     .venv/bin/python benchmarks/tables.py [--model-store model_store] [--rows 1 4096]
 
@@ -36,20 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, nargs="*", default=[1, 4096])
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per cell")
     args = parser.parse_args(argv)
-    from serving.tables import encode_table
+    from serving.tables import TableEncoder
     from synthserve.contract import load_manifest
 
     print("| model | rows | us per table | ns per row | bytes |")
     print("|---|---:|---:|---:|---:|")
     for name in MODELS:
         schema = load_manifest(args.model_store / name / "1").schema
+        encoder = TableEncoder(schema)
         for n_rows in args.rows:
             rows = np.random.default_rng(0).normal(size=(n_rows, schema.width)).astype(np.float32)
             labels = np.zeros(n_rows, np.int64)
-            size = encode_table(schema, rows, labels).ByteSize()
+            size = encoder.encode(rows, labels).ByteSize()
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < args.seconds:
-                encode_table(schema, rows, labels).ByteSize()
+                encoder.encode(rows, labels).ByteSize()
                 count += 1
             seconds = (time.perf_counter() - started) / count
             print(f"| {name} | {n_rows} | {seconds * 1e6:.1f} | {seconds / n_rows * 1e9:.0f} | {size} |")

@@ -1,4 +1,5 @@
-"""Domain exceptions. `serving.interceptors` maps each to a gRPC status code; handlers never set codes."""
+"""Domain exceptions. `serving.interceptors` maps each, and the contract's `RequestError`s, to a gRPC status code;
+handlers never set codes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ __all__ = [
     "DeadlineExceeded",
     "InvalidArgument",
     "ModelNotFound",
-    "NotSupported",
     "QueueFull",
     "ServingError",
     "Unavailable",
@@ -23,10 +23,6 @@ class ModelNotFound(ServingError):
 
 class InvalidArgument(ServingError):
     """A request field is malformed or beyond a limit (INVALID_ARGUMENT); the message names the field."""
-
-
-class NotSupported(ServingError):
-    """The model lacks the capability the RPC needs, e.g. density on a GAN (FAILED_PRECONDITION)."""
 
 
 class QueueFull(ServingError):

@@ -1,33 +1,33 @@
-"""The one place where domain errors become gRPC status codes, where every RPC is counted and timed, where
-requests are received, and where bearer tokens are checked.
+"""The one place where domain errors become gRPC status codes, and where every RPC is counted and timed.
 
 Handlers raise `serving.errors` exceptions and never set codes; `ErrorAndMetricsInterceptor` aborts the call
 with the mapped code and the exception's message (capped in length), and records `synthserve_requests_total` and
 `synthserve_request_latency_seconds`. It registers every unary-request method as request-streaming (the same
-bytes on the wire) so that it can bound the wait for the request message (`serving.calls`) and refuse bytes that
-do not parse (`serving.parsing`). `BearerTokenInterceptor` answers UNAUTHENTICATED before the request is read.
-Health and reflection get the same receiving and parsing, and no token unless probes are guarded.
+bytes on the wire) so that the handler receives its request itself (`serving.receiving`): a bounded wait, and
+bytes that do not parse refused. Health and reflection get the same receiving, and no token unless probes are
+guarded (`serving.auth`, re-exported here because the server wires both interceptors from this module).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from types import TracebackType
 from typing import Any, cast
 
 import grpc
 
 from serving import errors, metrics
+from serving.auth import BearerTokenInterceptor
 from serving.calls import CallTracker
-from serving.parsing import Unparsable, safe_deserializer
+from serving.parsing import safe_deserializer
+from serving.receiving import SERVICE_PREFIX, HandlerInterceptor, receive_request, refuses_unread
+from synthserve.contract import RequestError, UnsupportedRequest
 
 __all__ = [
     "MAX_STATUS_MESSAGE_BYTES",
-    "SERVICE_PREFIX",
     "STATUS_BY_ERROR",
     "BearerTokenInterceptor",
     "ErrorAndMetricsInterceptor",
@@ -36,16 +36,17 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "/synthserve.v1.Synthesizer/"
 MAX_STATUS_MESSAGE_BYTES = 2000  # percent-encoded at most 6,000 bytes: inside grpc's default 8 KiB metadata limit
 
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.ModelNotFound, grpc.StatusCode.NOT_FOUND),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotSupported, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # The contract's request rules (synthserve.contract.labels, sampling, graphs); the subclass first.
+    (UnsupportedRequest, grpc.StatusCode.FAILED_PRECONDITION),
+    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 
 
@@ -56,29 +57,21 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-class _Outcome:
-    """Status code name of a finished call, for the requests counter."""
-
-    def __init__(self) -> None:
-        self.code = "OK"
-
-    def failed(self, exc: BaseException, context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
-        """Returns (code, message) to abort with, or None when the exception is grpc's own (abort, cancel)."""
-        if isinstance(exc, asyncio.CancelledError):
-            self.code = "CANCELLED"
-            return None
-        if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
-            code = context.code()
-            self.code = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-            return None
-        code = status_for(exc)
-        if code is grpc.StatusCode.INTERNAL:
-            _log.exception("internal error", exc_info=exc)
-            message = f"internal error: {type(exc).__name__}: {exc}"
-        else:
-            message = str(exc)
-        self.code = code.name
-        return code, _capped(message)
+def _failure(exc: BaseException, context: grpc.aio.ServicerContext) -> tuple[str, tuple[grpc.StatusCode, str] | None]:
+    """The status code name a call that raised `exc` ends with (for the requests counter), and the (code,
+    message) to abort it with; None when the exception is grpc's own (abort, cancel) and stands as it is."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED", None
+    if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+        code = context.code()
+        return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), None
+    status = status_for(exc)
+    if status is grpc.StatusCode.INTERNAL:
+        _log.exception("internal error", exc_info=exc)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    else:
+        message = str(exc)
+    return status.name, (status, _capped(message))
 
 
 def _capped(message: str) -> str:
@@ -91,43 +84,60 @@ def _capped(message: str) -> str:
     return f"{head}... ({len(message)} characters in all)"
 
 
-def _refuses_unread(behavior: Any) -> bool:
-    """A handler that answers without looking at the request (a refused token): its body is never read."""
-    return bool(getattr(behavior, "refuses_unread", False))
+class _Call:
+    """One Synthesizer call from accept to end, whatever its handler's shape: `admit` receives the request and
+    takes a slot; leaving the `async with` maps what the handler raised to a status, frees the slot and records
+    the outcome under a bounded `model` label."""
 
+    def __init__(
+        self, context: grpc.aio.ServicerContext, method: str, known: frozenset[str], calls: CallTracker
+    ) -> None:
+        self._context = context
+        self._method = method
+        self._known = known
+        self._calls = calls
+        self._started = time.perf_counter()
+        self._request: Any = None
+        self._admitted = False
 
-async def _request(requests: AsyncIterator[Any], calls: CallTracker, method: str) -> Any:
-    request = await calls.receive(requests, method)
-    if isinstance(request, Unparsable):
-        raise request.refusal(method)
-    return request
+    async def admit(self, requests: AsyncIterator[Any], unread: bool) -> Any:
+        """The request (None for a handler that refuses it unread), once the call holds a slot."""
+        if not unread:
+            self._request = await receive_request(requests, self._calls, self._method)
+        self._calls.admit()
+        self._admitted = True
+        return self._request
+
+    async def __aenter__(self) -> _Call:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        code = "OK"
+        try:
+            if exc is not None:
+                code, abort = _failure(exc, self._context)
+                if abort is not None:
+                    await self._context.abort(*abort)
+        finally:
+            if self._admitted:
+                self._calls.finished()
+            model = getattr(self._request, "model", "")
+            label = model if model in self._known or not model else "unknown"
+            metrics.child(metrics.REQUESTS, label, self._method, code).inc()
+            elapsed_s = time.perf_counter() - self._started
+            metrics.child(metrics.REQUEST_LATENCY_SECONDS, label, self._method).observe(elapsed_s)
 
 
 def _wrap_unary(
     behavior: Callable[..., Awaitable[Any]], method: str, known: frozenset[str], calls: CallTracker
 ) -> Callable[..., Awaitable[Any]]:
-    unread = _refuses_unread(behavior)
+    unread = refuses_unread(behavior)
 
     async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        outcome = _Outcome()
-        request: Any = None
-        admitted = False
-        try:
-            if not unread:
-                request = await _request(requests, calls, method)
-            calls.admit()
-            admitted = True
-            return await behavior(request, context)
-        except BaseException as exc:
-            abort = outcome.failed(exc, context)
-            if abort is None:
-                raise
-            await context.abort(*abort)
-        finally:
-            if admitted:
-                calls.finished()
-            _record(_model_label(request, known), method, outcome.code, started)
+        async with _Call(context, method, known, calls) as call:
+            return await behavior(await call.admit(requests, unread), context)
 
     return handler
 
@@ -135,85 +145,46 @@ def _wrap_unary(
 def _wrap_stream(
     behavior: Callable[..., AsyncIterator[Any]], method: str, known: frozenset[str], calls: CallTracker
 ) -> Callable[..., AsyncIterator[Any]]:
-    unread = _refuses_unread(behavior)
+    unread = refuses_unread(behavior)
 
     async def handler(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        started = time.perf_counter()
-        outcome = _Outcome()
-        request: Any = None
-        admitted = False
-        try:
-            if not unread:
-                request = await _request(requests, calls, method)
-            calls.admit()
-            admitted = True
-            async for message in behavior(request, context):
+        async with _Call(context, method, known, calls) as call:
+            async for message in behavior(await call.admit(requests, unread), context):
                 yield message
-        except BaseException as exc:
-            abort = outcome.failed(exc, context)
-            if abort is None:
-                raise
-            await context.abort(*abort)
-        finally:
-            if admitted:
-                calls.finished()
-            _record(_model_label(request, known), method, outcome.code, started)
 
     return handler
 
 
-def _model_label(request: Any, known: frozenset[str]) -> str:
-    model = getattr(request, "model", "")
-    return model if model in known or not model else "unknown"
-
-
-def _record(model: str, method: str, code: str, started: float) -> None:
-    metrics.child(metrics.REQUESTS, model, method, code).inc()
-    metrics.child(metrics.REQUEST_LATENCY_SECONDS, model, method).observe(time.perf_counter() - started)
-
-
 def _probe(handler: grpc.RpcMethodHandler, method_path: str, calls: CallTracker) -> grpc.RpcMethodHandler:
-    """Health's handlers, request-streaming like the Synthesizer's: bounded wait, unparsable bytes refused."""
+    """Health's handlers, request-streaming like the Synthesizer's: bounded wait, unparsable bytes refused; not
+    counted. Both are coroutines of one request (grpc_health's asyncio servicer): Check returns its answer and
+    Watch writes its stream with `context.write`, so one wrapper serves either shape."""
+    behavior = handler.unary_unary or handler.unary_stream
+    if behavior is None:
+        return handler  # reflection (and a refused probe): request-streaming already
+    method = method_path.rsplit("/", 1)[-1]
 
     async def receive(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await _request(requests, calls, method_path.rsplit("/", 1)[-1])
+            return await receive_request(requests, calls, method)
         except errors.ServingError as exc:
             await context.abort(status_for(exc), _capped(str(exc)))
 
-    deserializer = safe_deserializer(handler.request_deserializer)
+    async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        return await behavior(await receive(requests, context), context)
+
     if handler.unary_unary is not None:
-        unary = handler.unary_unary
-
-        async def check(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            return await unary(await receive(requests, context), context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            check, request_deserializer=deserializer, response_serializer=handler.response_serializer
-        )
-    if handler.unary_stream is None:
-        return handler  # reflection: request-streaming already
-    inner = handler.unary_stream
-    if inspect.isasyncgenfunction(inner):
-        generator = cast(Callable[..., AsyncIterator[Any]], inner)
-
-        async def watch_generator(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            async for message in generator(await receive(requests, context), context):
-                yield message
-
-        watch: Callable[..., Any] = watch_generator
-    else:  # a coroutine writing with context.write (grpc's health Watch)
-
-        async def watch_writer(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            return await inner(await receive(requests, context), context)
-
-        watch = watch_writer
-    return grpc.stream_stream_rpc_method_handler(
-        watch, request_deserializer=deserializer, response_serializer=handler.response_serializer
+        register = grpc.stream_unary_rpc_method_handler
+    else:
+        register = grpc.stream_stream_rpc_method_handler
+    return register(
+        handle,
+        request_deserializer=safe_deserializer(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
     )
 
 
-class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
+class ErrorAndMetricsInterceptor(HandlerInterceptor):
     """Wraps the Synthesizer's handlers (receiving, status codes, metrics, admission); health's handlers get the
     same receiving.
 
@@ -232,15 +203,9 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         self._known_models = frozenset(known_models)
         self._wrapped.clear()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def replace(
+        self, handler: grpc.RpcMethodHandler, method_path: str, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method_path: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None:
-            return handler
         cached = self._wrapped.get(method_path)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -249,7 +214,7 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         else:
             wrapped = _probe(handler, method_path, self._calls)
         behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-        if not _refuses_unread(behavior):  # a refusal stands for one call, not for the method
+        if not refuses_unread(behavior):  # a refusal stands for one call, not for the method
             self._wrapped[method_path] = (handler, wrapped)
         return wrapped
 
@@ -269,68 +234,3 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
-
-
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Requires `authorization: Bearer <token>` with one of `tokens` on every Synthesizer RPC, and on health and
-    reflection too when `guard_probes`. A refused call's request is never read, let alone parsed."""
-
-    def __init__(self, tokens: Collection[str], *, guard_probes: bool = False) -> None:
-        if not tokens or any(not t for t in tokens):
-            raise ValueError("auth tokens must be non-empty strings")
-        self._tokens = tuple(t.encode() for t in tokens)
-        self._guard_probes = guard_probes
-
-    def _allowed(self, metadata: Any) -> bool:
-        header = dict(metadata or ()).get("authorization", "")
-        if not isinstance(header, str) or not header.startswith("Bearer "):
-            return False
-        given = header[len("Bearer ") :].encode()
-        # Compare against every token in constant time, so timing reveals neither which nor how much matched.
-        return sum(hmac.compare_digest(given, token) for token in self._tokens) > 0
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method_path: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or not (self._guard_probes or method_path.startswith(SERVICE_PREFIX)):
-            return handler
-        if self._allowed(handler_call_details.invocation_metadata):  # type: ignore[attr-defined]
-            return handler
-        return _DENIALS.get((method_path.startswith(SERVICE_PREFIX), _shape(handler))) or handler
-
-
-_DENIED = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
-
-
-def _shape(handler: grpc.RpcMethodHandler) -> str:
-    for shape in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-        if getattr(handler, shape) is not None:
-            return shape
-    return ""
-
-
-async def _deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
-
-
-async def _deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
-    yield  # an async generator, like the handler it replaces
-
-
-setattr(_deny, "refuses_unread", True)  # noqa: B010 (read by ErrorAndMetricsInterceptor)
-setattr(_deny_stream, "refuses_unread", True)  # noqa: B010
-
-# Denials keep the shape of the handler they replace: the metrics interceptor counts Synthesizer refusals like
-# any other outcome (without reading the request); probes and reflection, request-streaming, never read it.
-_DENIALS: dict[tuple[bool, str], grpc.RpcMethodHandler] = {
-    (True, "unary_unary"): grpc.unary_unary_rpc_method_handler(_deny),
-    (True, "unary_stream"): grpc.unary_stream_rpc_method_handler(_deny_stream),
-    (False, "unary_unary"): grpc.stream_unary_rpc_method_handler(_deny),
-    (False, "unary_stream"): grpc.stream_stream_rpc_method_handler(_deny_stream),
-    (False, "stream_stream"): grpc.stream_stream_rpc_method_handler(_deny_stream),
-}

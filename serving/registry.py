@@ -17,11 +17,11 @@ from serving import metrics
 from serving.config import RuntimeConfig
 from serving.errors import ModelNotFound
 from serving.runtime import Runtime, create_runtime
+from serving.tables import TableEncoder
 from synthserve.contract import (
     FileCheckError,
     Manifest,
     ManifestError,
-    has_class_posterior,
     load_manifest,
     shown,
     verify_files,
@@ -53,10 +53,9 @@ class LoadedModel:
     manifest_mtime_ns: int = 0  # a rescan reuses this load while the manifest is unchanged
 
     @functools.cached_property
-    def selects_by_posterior(self) -> bool:
-        """Whether best-of-k sampling can choose by this model's class posterior (a conditional model whose
-        log_prob graph outputs `posterior`)."""
-        return self.manifest.schema.label is not None and has_class_posterior(self.manifest.graphs)
+    def table_encoder(self) -> TableEncoder:
+        """Encodes this version's response tables (built once: serving.tables)."""
+        return TableEncoder(self.manifest.schema)
 
     @property
     def latent_dim(self) -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import synthserve.contract
+from synthserve.contract import RequestError
 from torchserve_handler.codec import decode_body
-from torchserve_handler.errors import InvalidRequest
 from torchserve_handler.model import ExportedModel
 from torchserve_handler.service import HandlerConfig, Response, SynthService
 
@@ -52,7 +52,7 @@ class SynthHandler:
             body = item.get("body") if item.get("body") is not None else item.get("data")
             try:
                 response = self.service.respond(decode_body(body))
-            except InvalidRequest as exc:
+            except RequestError as exc:
                 context.set_response_status(code=400, phrase=str(exc), idx=index)
                 response = Response.json_body({"error": str(exc)})
             context.set_response_content_type(index, response.content_type)

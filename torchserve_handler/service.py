@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from synthserve.contract import anomaly_threshold
 from torchserve_handler.codec import (
     ScoreRequest,
     array_from_rows,
@@ -16,7 +17,6 @@ from torchserve_handler.codec import (
     parse_request,
     rows_from_columns,
 )
-from torchserve_handler.errors import InvalidRequest
 from torchserve_handler.model import ExportedModel
 
 __all__ = ["HandlerConfig", "Response", "SynthService"]
@@ -89,14 +89,7 @@ class SynthService:
 
     def score(self, request: ScoreRequest) -> dict[str, Any]:
         manifest = self.model.manifest
-        threshold = None
-        if request.fpr is not None:
-            if manifest.calibration is None:
-                raise InvalidRequest(f"fpr: model {self.model.name!r} has no calibration for anomaly flags")
-            try:
-                threshold = manifest.calibration.threshold(request.fpr)
-            except ValueError as exc:
-                raise InvalidRequest(f"fpr: {exc}") from exc
+        threshold = None if request.fpr is None else anomaly_threshold(manifest, request.fpr)
         rows = rows_from_columns(manifest.schema, request.columns, self.config.max_rows_per_request)
         scores = self.model.score(rows, request.seed)
         response: dict[str, Any] = {
@@ -108,9 +101,9 @@ class SynthService:
         label = manifest.schema.label
         if label is not None:
             response["posterior"] = {
-                str(c): scores.posterior[:, i].astype(float).tolist() for i, c in enumerate(label.classes)
+                str(c): scores.posteriors[:, i].astype(float).tolist() for i, c in enumerate(label.classes)
             }
         if threshold is not None:
             response["threshold"] = threshold
-            response["is_anomaly"] = (scores.log_density < threshold).tolist()
+            response["is_anomaly"] = scores.is_anomaly(threshold).tolist()
         return response

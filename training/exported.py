@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from synthserve.contract import GraphSpec, Manifest, load_manifest, noise_feeds
+from synthserve.contract.sessions import open_session
 
 __all__ = ["CHUNK_ROWS", "ExportedModel", "feeds_for"]
 
@@ -46,12 +46,8 @@ class ExportedModel:
     def __init__(self, version_dir: str | Path, threads: int = 1) -> None:
         self.directory = Path(version_dir)
         self.manifest: Manifest = load_manifest(self.directory)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         self.sessions = {
-            name: ort.InferenceSession(str(self.directory / spec.file), options, providers=["CPUExecutionProvider"])
-            for name, spec in self.manifest.graphs.items()
+            name: open_session(self.directory / spec.file, threads) for name, spec in self.manifest.graphs.items()
         }
 
     def _run(

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from training.data import DataError
+from training.errors import DataError
 
 __all__ = [
     "COPY_MARGIN",

@@ -1,14 +1,20 @@
-"""The training objectives, apart from the networks. Each returns a scalar to minimize (mean per row)."""
+"""The training objectives, apart from the networks. Each returns a scalar to minimize (mean per row).
+
+The family files call these (`GenerativeModel.training_loss` and the GAN's losses); this module uses the models
+only through their methods, so it imports no family at run time and either side may be imported first.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from training.models.base import class_onehot
-from training.models.flow import FlowModel
-from training.models.gan import GANModel
-from training.models.vae import VAEModel
+if TYPE_CHECKING:
+    from training.models.flow import FlowModel
+    from training.models.gan import GANModel
+    from training.models.vae import VAEModel
 
 __all__ = ["flow_nll", "gan_critic_loss", "gan_generator_loss", "moment_distance", "vae_negative_elbo"]
 
@@ -22,7 +28,7 @@ def flow_nll(model: FlowModel, rows: Tensor, label: Tensor, dequant: bool = True
 def vae_negative_elbo(model: VAEModel, rows: Tensor, label: Tensor, beta: float, dequant: bool = True) -> Tensor:
     """-(E_q log p(x|z,c) - beta KL(q || N(0, I))) per row, in original units."""
     scalar, log_det, onehot = model.model_space(rows, dequant)
-    cond = class_onehot(label, model.n_classes)
+    cond = model.class_condition(label)
     mean, log_std = model.posterior_params(scalar, onehot, cond)
     z = mean + torch.exp(log_std) * torch.randn_like(mean)
     log_lik = model.reconstruction_log_prob(scalar, onehot, z, cond)
@@ -37,7 +43,7 @@ def _real_model_space(model: GANModel, rows: Tensor) -> Tensor:
 
 def gan_critic_loss(model: GANModel, rows: Tensor, label: Tensor, gradient_penalty: float) -> Tensor:
     """WGAN-GP critic: E[D(fake)] - E[D(real)] + lambda E[(|grad D(interp)| - 1)^2]."""
-    cond = class_onehot(label, model.n_classes)
+    cond = model.class_condition(label)
     real = _real_model_space(model, rows)
     with torch.no_grad():
         fake = model.relaxed_fake(torch.randn(rows.shape[0], model.latent, device=rows.device), cond)
@@ -49,7 +55,8 @@ def gan_critic_loss(model: GANModel, rows: Tensor, label: Tensor, gradient_penal
 
 
 def gan_generator_loss(model: GANModel, label: Tensor) -> Tensor:
-    cond = class_onehot(label, model.n_classes)
+    """-E[D(fake)]: the generator's side of the Wasserstein game."""
+    cond = model.class_condition(label)
     fake = model.relaxed_fake(torch.randn(label.shape[0], model.latent, device=label.device), cond)
     return -model.critic(fake, cond).mean()
 
@@ -61,7 +68,7 @@ def moment_distance(model: GANModel, rows: Tensor, label: Tensor) -> Tensor:
     The critic's own Wasserstein estimate is useless for early stopping (it is ~0 while the critic is
     untrained); first and second moments of (row, class) measure what the generator gets right.
     """
-    cond = class_onehot(label, model.n_classes)
+    cond = model.class_condition(label)
     fake = model.relaxed_fake(torch.randn(rows.shape[0], model.latent, device=rows.device), cond)
     real = torch.cat([_real_model_space(model, rows), cond], dim=1)
     fake = torch.cat([fake, cond], dim=1)

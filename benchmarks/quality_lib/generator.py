@@ -14,21 +14,25 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 
 from synthserve.contract import (
+    LOG_DENSITY,
     PLAIN_SAMPLING,
+    POSTERIOR,
     GraphSpec,
     Manifest,
     SamplingOptions,
+    class_index,
     load_manifest,
     model_versions,
     noise_feeds,
     sample_rows,
 )
+from synthserve.contract.sessions import open_session
 
 __all__ = [
     "LABEL_COLUMN",
@@ -143,24 +147,19 @@ class OnnxModel:
     def __init__(self, version_dir: Path) -> None:
         self.version_dir = version_dir
         self.manifest: Manifest = load_manifest(version_dir)
-        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._sessions: dict[str, Any] = {}
         names = [c.name for c in self.manifest.schema.columns]
         expected = feature_names(len(names))
         if sorted(names) != sorted(expected):
             raise ValueError(f"{version_dir}: schema columns {names} are not the benchmark's {expected}")
         self._order = [names.index(n) for n in expected]  # graph column index of each benchmark column
 
-    def _session(self, graph: str) -> tuple[ort.InferenceSession, GraphSpec]:
+    def _session(self, graph: str) -> tuple[Any, GraphSpec]:
         if graph not in self.manifest.graphs:
             raise ValueError(f"{self.version_dir}: the model has no {graph} graph ({self.manifest.capabilities})")
         spec = self.manifest.graphs[graph]
         if graph not in self._sessions:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            self._sessions[graph] = ort.InferenceSession(
-                str(self.version_dir / spec.file), options, providers=["CPUExecutionProvider"]
-            )
+            self._sessions[graph] = open_session(self.version_dir / spec.file)
         return self._sessions[graph], spec
 
     def has_output(self, graph: str, output: str) -> bool:
@@ -168,13 +167,7 @@ class OnnxModel:
         return spec is not None and any(t.name == output for t in spec.outputs)
 
     def class_index(self, label: str) -> int:
-        spec = self.manifest.schema.label
-        if spec is None:
-            raise ValueError(f"{self.version_dir}: unconditional model has no class {label!r}")
-        classes = [str(c) for c in spec.classes]
-        if label not in classes:
-            raise ValueError(f"{self.version_dir}: class {label!r} not among {classes}")
-        return classes.index(label)
+        return class_index(self.manifest, label, "label")
 
     def sample(
         self, n_rows: int, seed: int, label: str | None = None, options: SamplingOptions = PLAIN_SAMPLING
@@ -194,11 +187,11 @@ class OnnxModel:
 
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """log p(x) per row of `x` (benchmark order, original units); noise drawn with the server's seed 0."""
-        return self._score(x, "log_prob")
+        return self._score(x, LOG_DENSITY)
 
     def posterior(self, x: np.ndarray, label: str) -> np.ndarray:
         """p(label | x) per row of `x`, from the log_prob graph's `posterior` output (conditional models)."""
-        return self._score(x, "posterior")[:, self.class_index(label)]
+        return self._score(x, POSTERIOR)[:, self.class_index(label)]
 
     def _score(self, x: np.ndarray, output: str) -> np.ndarray:
         session, spec = self._session("log_prob")

@@ -4,6 +4,7 @@ Both sides import this package; it imports nothing but numpy and the standard li
 one-way rule (training never imports serving and vice versa) holds while the format has one definition.
 """
 
+from synthserve.contract.errors import RequestError, UnsupportedRequest
 from synthserve.contract.files import (
     FileCheckError,
     model_versions,
@@ -12,7 +13,26 @@ from synthserve.contract.files import (
     version_directories,
     version_number,
 )
-from synthserve.contract.labels import largest_remainder
+from synthserve.contract.graphs import (
+    CLASS_LOG_DENSITY,
+    GRAPH_OUTPUTS,
+    LATENT,
+    LOG_DENSITY,
+    POSTERIOR,
+    ROWS,
+    Scores,
+    anomaly_threshold,
+    named_outputs,
+    require_graph,
+)
+from synthserve.contract.labels import (
+    BALANCE_STRATEGIES,
+    LabelRuns,
+    balance_counts,
+    class_index,
+    largest_remainder,
+    plan_labels,
+)
 from synthserve.contract.levels import OTHER_LABEL, label_key, level_codes
 from synthserve.contract.manifest import (
     FORMAT_VERSION,
@@ -39,7 +59,9 @@ from synthserve.contract.sampling import (
     best_candidates,
     has_class_posterior,
     noise_feeds,
+    resolve_sampling,
     sample_rows,
+    selects_by_posterior,
 )
 from synthserve.contract.values import (
     MISSING_CODE,
@@ -54,26 +76,40 @@ from synthserve.contract.values import (
 
 __all__ = [
     "BALANCE_SAMPLING",
+    "BALANCE_STRATEGIES",
+    "CLASS_LOG_DENSITY",
     "FORMAT_VERSION",
+    "GRAPH_OUTPUTS",
+    "LATENT",
+    "LOG_DENSITY",
     "MAX_BEST_OF",
     "MAX_TEMPERATURE",
     "MISSING_CODE",
     "OTHER_LABEL",
     "PLAIN_SAMPLING",
+    "POSTERIOR",
+    "ROWS",
     "SCORING_STREAM_OFFSET",
     "Calibration",
     "Column",
     "FileCheckError",
     "GraphSpec",
+    "LabelRuns",
     "LabelSpec",
     "Manifest",
     "ManifestError",
+    "RequestError",
     "SamplingOptions",
     "Schema",
+    "Scores",
     "TensorSpec",
+    "UnsupportedRequest",
     "accept_column",
+    "anomaly_threshold",
+    "balance_counts",
     "best_candidates",
     "check_file_name",
+    "class_index",
     "close_matches",
     "draw_noise",
     "finish_rows",
@@ -84,10 +120,15 @@ __all__ = [
     "level_codes",
     "load_manifest",
     "model_versions",
+    "named_outputs",
     "noise_feeds",
     "noise_row_width",
+    "plan_labels",
+    "require_graph",
+    "resolve_sampling",
     "row_bytes",
     "sample_rows",
+    "selects_by_posterior",
     "sha256_file",
     "shown",
     "table_overhead_bytes",

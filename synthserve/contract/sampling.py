@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthserve.contract.manifest import GraphSpec
+from synthserve.contract.errors import RequestError, UnsupportedRequest
+from synthserve.contract.graphs import POSTERIOR, named_outputs
+from synthserve.contract.manifest import GraphSpec, Manifest
 from synthserve.contract.noise import draw_noise
 
 __all__ = [
@@ -34,7 +36,9 @@ __all__ = [
     "best_candidates",
     "has_class_posterior",
     "noise_feeds",
+    "resolve_sampling",
     "sample_rows",
+    "selects_by_posterior",
 ]
 
 MAX_TEMPERATURE = 4.0
@@ -78,7 +82,40 @@ def noise_feeds(
 def has_class_posterior(graphs: Mapping[str, GraphSpec]) -> bool:
     """Whether the graphs can rank best-of-k candidates: a `log_prob` graph with a `posterior` output."""
     scoring = graphs.get("log_prob")
-    return scoring is not None and any(t.name == "posterior" for t in scoring.outputs)
+    return scoring is not None and any(t.name == POSTERIOR for t in scoring.outputs)
+
+
+def selects_by_posterior(manifest: Manifest) -> bool:
+    """Whether best_of > 1 applies: a conditional model with a class posterior."""
+    return manifest.schema.label is not None and has_class_posterior(manifest.graphs)
+
+
+def resolve_sampling(
+    manifest: Manifest,
+    temperature: float | None,
+    best_of: int | None,
+    defaults: SamplingOptions = PLAIN_SAMPLING,
+) -> SamplingOptions:
+    """A request's options: absent fields from `defaults` (a default best_of becomes 1 for a model that cannot
+    select); RequestError naming `sampling.<field>` and its bounds, UnsupportedRequest for best_of > 1 on a model
+    without a class posterior."""
+    can_select = selects_by_posterior(manifest)
+    if temperature is None and best_of is None and (can_select or defaults.best_of == 1):
+        return defaults  # the common request: no options given, no new object
+    try:
+        options = SamplingOptions(
+            defaults.temperature if temperature is None else temperature, 1 if best_of is None else best_of
+        )
+    except ValueError as exc:
+        raise RequestError(f"sampling.{exc}") from None
+    if best_of is None:
+        return SamplingOptions(options.temperature, defaults.best_of if can_select else 1)
+    if best_of > 1 and not can_select:
+        raise UnsupportedRequest(
+            f"sampling.best_of {best_of}: model {manifest.name!r} ({manifest.family}) has no class posterior "
+            "to choose by (needs a conditional model with a log_prob graph)"
+        )
+    return options
 
 
 def best_candidates(posterior: np.ndarray, labels: np.ndarray, best_of: int) -> np.ndarray:
@@ -121,5 +158,5 @@ def sample_rows(
     rows_input = scoring.input_named("rows")
     assert rows_input is not None, "a log_prob graph takes rows"
     feeds[rows_input] = rows
-    posterior = run("log_prob", feeds)[[t.name for t in scoring.outputs].index("posterior")]
+    posterior = named_outputs(scoring, run("log_prob", feeds))[POSTERIOR]
     return rows[best_candidates(posterior, labels, k)]

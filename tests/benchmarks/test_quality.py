@@ -254,7 +254,7 @@ def test_adapter_samples_with_contract_noise_and_decodes_to_benchmark_columns(tm
     np.testing.assert_allclose(rows[:, 1], z[:, 0] + 100.0, rtol=1e-6)  # x1: shifted by the minority index
     np.testing.assert_allclose(rows[:, 2], z[:, 1], rtol=1e-6)
     np.testing.assert_allclose(model.sample(4, seed=7, label="majority")[:, 0], 10.0)
-    with pytest.raises(ValueError, match="class 'other' not among"):
+    with pytest.raises(ValueError, match=r"label: unknown class label 'other' \(classes: \['majority', 'minority'\]\)"):
         model.sample(1, seed=0, label="other")
 
 

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from synthserve.contract import (
+    BALANCE_SAMPLING,
     MAX_BEST_OF,
     MAX_TEMPERATURE,
+    PLAIN_SAMPLING,
     GraphSpec,
+    RequestError,
     SamplingOptions,
     TensorSpec,
+    UnsupportedRequest,
     best_candidates,
     draw_noise,
     noise_feeds,
+    resolve_sampling,
+    selects_by_posterior,
 )
+from tests.contract.test_manifest import make_manifest
 
 SPEC = GraphSpec(
     "sample.onnx",
@@ -64,3 +73,23 @@ def test_best_candidates_pick_the_highest_posterior_of_each_rows_label_first_on_
     )  # fmt: skip
     np.testing.assert_array_equal(best_candidates(posterior, labels, 3), [1, 5, 6])
     np.testing.assert_array_equal(best_candidates(posterior[:3], labels[:1], 3), [1])  # any chunk alone agrees
+
+
+def test_resolve_sampling_fills_absent_fields_from_the_defaults() -> None:
+    manifest = make_manifest()  # conditional, with a posterior
+    assert resolve_sampling(manifest, None, None) is PLAIN_SAMPLING
+    assert resolve_sampling(manifest, None, None, BALANCE_SAMPLING) is BALANCE_SAMPLING
+    assert resolve_sampling(manifest, 0.5, None, BALANCE_SAMPLING) == SamplingOptions(0.5, BALANCE_SAMPLING.best_of)
+    assert resolve_sampling(manifest, None, 3) == SamplingOptions(1.0, 3)
+    with pytest.raises(RequestError, match=r"sampling.temperature must be in \(0, 4.0\], got 9.0"):
+        resolve_sampling(manifest, 9.0, None)
+
+
+def test_resolve_sampling_best_of_needs_a_class_posterior() -> None:
+    no_density = dataclasses.replace(make_manifest(), graphs={"sample": make_manifest().graphs["sample"]})
+    assert not selects_by_posterior(no_density) and selects_by_posterior(make_manifest())
+    # The server's Balance default (best of 5) becomes 1 where the model cannot select; asking for it is refused.
+    assert resolve_sampling(no_density, None, None, BALANCE_SAMPLING) == SamplingOptions(1.0, 1)
+    assert resolve_sampling(no_density, None, 1) == PLAIN_SAMPLING
+    with pytest.raises(UnsupportedRequest, match=r"sampling.best_of 2: model 'toy' \(flow\) has no class posterior"):
+        resolve_sampling(no_density, None, 2)

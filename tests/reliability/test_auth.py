@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serving import cli
 from serving.auth import load_tokens
+from serving.cli_serve import server_config
 from serving.client import SynthClient
 from tests.serving.conftest import ServerThread, make_config
 
@@ -56,7 +57,7 @@ def test_serve_flags_build_the_security_config(tmp_path: Path, store: Path) -> N
     path.write_text(TOKEN + "\n")
     argv = ["serve", "--model-store", str(store), "--auth-token-file", str(path), "--auth-guard-probes"]
     argv += ["--max-connection-age-s", "300", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem"]
-    config = cli._server_config(cli.build_parser().parse_args(argv), {cli.TOKENS_ENV: OTHER})
+    config = server_config(cli.build_parser().parse_args(argv), {cli.TOKENS_ENV: OTHER})
     assert config.auth_tokens == (TOKEN, OTHER) and not config.auth_open_probes
     assert config.max_connection_age_s == 300
     assert (config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file) == (

@@ -15,10 +15,10 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.batcher import PROBE_ROWS, Batcher, RunCost
+from serving.batcher import PROBE_ROWS, Batcher
 from serving.config import BatcherConfig
-from serving.engine import RowPlan
 from serving.errors import DeadlineExceeded, ModelNotFound, QueueFull
+from serving.planning import RowPlan
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import Registry
@@ -300,16 +300,6 @@ def test_under_steady_arrivals_a_batch_waits_for_mates_though_a_worker_is_idle()
     assert longest_wait_s < 0.06 + 0.1  # the delay bounds every wait (plus one run and scheduling slack)
 
 
-def test_run_cost_separates_a_runs_fixed_cost_from_its_cost_per_row() -> None:
-    cost = RunCost()
-    cost.observe(10, 0.001 + 10 * 2e-6)
-    assert cost.fixed_s == 0.0 and cost.per_row_s == pytest.approx(0.00102 / 10)  # one size: all per-row
-    for rows in [1, 7, 64, 300, 2048, 3, 1000] * 20:
-        cost.observe(rows, 0.001 + rows * 2e-6)
-    assert cost.fixed_s == pytest.approx(0.001, rel=1e-6)
-    assert cost.per_row_s == pytest.approx(2e-6, rel=1e-6)
-
-
 def test_large_chunks_do_not_wait_for_batch_mates() -> None:
     """A group of callers whose 2,000-row chunks are mostly per-row work (0.1 ms per run, 3 us per row): a pause
     in arrivals is measured against a run's fixed cost, not its whole run, so each chunk runs as soon as a worker is
@@ -439,9 +429,9 @@ def test_a_stream_whose_version_is_retired_mid_way_ends_on_it(slow_server: Serve
             rows_of(chunk.rows), expected_rows(21, labels, 1, chunk.start_row), rtol=2e-6, atol=2e-6
         )
     deadline = time.monotonic() + 10
-    while engine._retiring and time.monotonic() < deadline:  # the retired batcher drains once the stream ended
+    while engine.batchers.draining and time.monotonic() < deadline:  # the retired batcher drains once the stream ended
         time.sleep(0.05)
-    assert not engine._retiring
+    assert not engine.batchers.draining
 
 
 def test_a_heavy_graph_runs_in_runs_of_about_max_run_s() -> None:

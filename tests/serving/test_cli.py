@@ -16,7 +16,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from serving.cli import main
+from serving.cli import build_parser, main
+from serving.cli_serve import server_config
+from serving.config import BatcherConfig
 from tests.serving.conftest import ServerThread
 from tests.serving.helpers import free_port
 
@@ -191,6 +193,7 @@ def _lines_until(stream: IO[str], marker: str, count: int) -> list[str]:
         ("--max-batch-rows", "0", "max_batch_rows must be >= 1, got 0"),
         ("--balance-best-of", "0", "best_of must be in [1, 64], got 0"),
         ("--balance-temperature", "9", "temperature must be in (0, 4.0], got 9.0"),
+        ("--inline-max-ms", "-1", "inline_max_s must be >= 0, got -0.001"),
     ],
 )
 def test_serve_refuses_bad_limits_naming_them(
@@ -198,6 +201,18 @@ def test_serve_refuses_bad_limits_naming_them(
 ) -> None:
     assert main(["serve", "--model-store", str(store), "--port", "0", flag, value]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "early_dispatch", "inline_max_s"),
+    [([], True, BatcherConfig.inline_max_s), (["--no-early-dispatch", "--inline-max-ms", "0"], False, 0.0)],
+)
+def test_serve_flags_set_the_batchers_early_dispatch_and_inline_runs(
+    store: Path, flags: list[str], early_dispatch: bool, inline_max_s: float
+) -> None:
+    args = build_parser().parse_args(["serve", "--model-store", str(store), *flags])
+    batcher = server_config(args, {}).batcher
+    assert (batcher.early_dispatch, batcher.inline_max_s) == (early_dispatch, pytest.approx(inline_max_s))
 
 
 def test_sample_passes_sampling_options_and_reports_them(
@@ -342,10 +357,10 @@ def test_sample_streams_to_the_output_the_rows_of_a_unary_sample(
 ) -> None:
     import pyarrow.parquet as pq
 
-    from serving import cli
+    from serving import cli_files
     from serving.client import SynthClient
 
-    monkeypatch.setattr(cli, "PARQUET_ROW_GROUP_ROWS", 1000)  # 5,000 rows in chunks of 300: 5 row groups
+    monkeypatch.setattr(cli_files, "PARQUET_ROW_GROUP_ROWS", 1000)  # 5,000 rows in chunks of 300: 5 row groups
     output = tmp_path / f"rows{suffix}"
     argv = ["sample", "--target", server.target, "--model", "gauss", "--rows", "5000", "--seed", "11"]
     assert main([*argv, "--chunk-rows", "300", "-o", str(output)]) == 0

@@ -15,6 +15,7 @@ from serving.client import SynthClient
 from serving.interceptors import STATUS_BY_ERROR, status_for
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
+from synthserve.contract import RequestError, UnsupportedRequest
 from tests.serving.conftest import ServerThread, make_config
 
 
@@ -23,7 +24,8 @@ from tests.serving.conftest import ServerThread, make_config
     [
         (errors.ModelNotFound("x"), grpc.StatusCode.NOT_FOUND),
         (errors.InvalidArgument("x"), grpc.StatusCode.INVALID_ARGUMENT),
-        (errors.NotSupported("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (UnsupportedRequest("x"), grpc.StatusCode.FAILED_PRECONDITION),
+        (RequestError("x"), grpc.StatusCode.INVALID_ARGUMENT),
         (errors.QueueFull("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.DeadlineExceeded("x"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (errors.Unavailable("x"), grpc.StatusCode.UNAVAILABLE),
@@ -36,7 +38,8 @@ def test_status_for(error: Exception, code: grpc.StatusCode) -> None:
 
 def test_every_domain_error_is_mapped() -> None:
     domain = {c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.ServingError)}
-    assert domain - {errors.ServingError} == {error for error, _ in STATUS_BY_ERROR}
+    contract = {RequestError, UnsupportedRequest}  # the contract's request rules raise these
+    assert domain - {errors.ServingError} | contract == {error for error, _ in STATUS_BY_ERROR}
 
 
 @pytest.fixture(scope="module")

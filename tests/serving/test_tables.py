@@ -1,4 +1,4 @@
-"""`encode_table` sends the contract's finished values in each column's wire type; `decode_table` takes gaps."""
+"""`TableEncoder` sends the contract's finished values in each column's wire type; `decode_table` takes gaps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from serving.errors import InvalidArgument
 from serving.proto import synthesizer_pb2 as pb
-from serving.tables import decode_labels, decode_table, encode_table
+from serving.tables import TableEncoder, decode_labels, decode_table
 from synthserve.contract import Column, Schema, finish_rows, load_manifest, wire_dtype
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
@@ -26,19 +26,23 @@ GAPS = Schema(
 
 @pytest.mark.parametrize("name", [*sorted(SCHEMAS), "gaps"])
 @pytest.mark.parametrize("n_rows", [1, 2, 17, 5000])
-def test_encode_table_sends_the_finished_values_in_their_wire_types(name: str, n_rows: int) -> None:
+def test_tables_carry_the_finished_values_in_their_wire_types(name: str, n_rows: int) -> None:
     schema = SCHEMAS.get(name, GAPS)
     generator = np.random.default_rng(n_rows)
     rows = (generator.normal(size=(n_rows, schema.width)) * 20).astype(np.float32)  # out of range: clipped
     rows[generator.random(rows.shape) < 0.1] = np.nan if name == "gaps" else 0.0
     labels = None if schema.label is None else generator.integers(0, len(schema.label.classes), n_rows)
     response = pb.SampleResponse(version=3)
-    encoded = encode_table(schema, rows, labels, out=response.rows)
+    encoder = TableEncoder(schema)
+    encoded = encoder.encode(rows, labels, out=response.rows)
     assert encoded is response.rows and encoded.num_rows == n_rows
     for column, spec, expected in zip(encoded.columns, schema.columns, finish_rows(schema, rows)):
         assert column.name == spec.name and column.value_type == _WIRE[wire_dtype(spec).str]
         np.testing.assert_array_equal(np.frombuffer(column.values, dtype=wire_dtype(spec)), expected)
-    assert encode_table(schema, rows, labels) == encoded  # a fresh Table, and the cached template again
+    fresh = encoder.encode(rows, labels)
+    assert fresh == encoded  # a fresh Table from the same template
+    fresh.columns[0].name = "changed"
+    assert encoder.encode(rows, labels) == encoded  # the template is copied, never shared
     decoded = decode_table(schema, encoded, max_rows=n_rows)
     np.testing.assert_array_equal(np.isnan(decoded), np.isnan(rows))  # gaps survive the round trip
     if labels is not None:
@@ -46,7 +50,7 @@ def test_encode_table_sends_the_finished_values_in_their_wire_types(name: str, n
 
 
 def test_a_table_without_labels_has_none() -> None:
-    table = encode_table(GAPS, np.zeros((3, GAPS.width), np.float32), None)
+    table = TableEncoder(GAPS).encode(np.zeros((3, GAPS.width), np.float32), None)
     assert table.labels == b"" and table.num_rows == 3 and len(table.columns) == len(GAPS.columns)
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from synthserve.contract import RequestError
 from tests.torchserve.tiny_models import COLORS, TINY_MODELS, TinyModel
-from torchserve_handler.errors import ArtifactError, InvalidRequest
+from torchserve_handler.errors import ArtifactError
 from torchserve_handler.model import ExportedModel
 
 COND, UNCOND = TINY_MODELS
@@ -73,7 +74,7 @@ def test_plan_labels_refuses_bad_conditions(
     proportions: dict[str, float] | None,
     message: str,
 ) -> None:
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(RequestError, match=message):
         models[model_name].plan_labels(3, label, proportions)
 
 
@@ -85,7 +86,7 @@ def test_score_is_the_exact_density(models: dict[str, ExportedModel], truth: Tin
     scores = model.score(rows, seed=0)
     log_p, posterior = truth.expected_log_density(rows[:, 0].astype(np.float64), rows[:, 3].astype(np.float64))
     np.testing.assert_allclose(scores.log_density, log_p, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(scores.posterior, posterior, atol=1e-5)
+    np.testing.assert_allclose(scores.posteriors, posterior, atol=1e-5)
     assert scores.class_log_density.shape == (64, len(truth.priors))
 
 

@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from synthserve.contract import load_manifest
+from synthserve.contract import RequestError, load_manifest
 from tests.torchserve.support import SHIPPED_STORE, assert_rows_equal
 from tests.torchserve.tiny_models import COLORS, TINY_MODELS
-from torchserve_handler.errors import InvalidRequest
 from torchserve_handler.model import ExportedModel
 from torchserve_handler.service import HandlerConfig, SynthService
 
@@ -91,12 +90,12 @@ def test_unconditional_scores_have_no_posterior(services: dict[str, SynthService
     ("body", "message"),
     [
         ({"n": 501}, r"n: must be in \[1, 500\]"),
-        ({"rows": {"x": [0.0], "color": ["red"], "count": [0], "y": [0.0]}, "fpr": 0.5}, r"fpr: fpr must be within"),
+        ({"rows": {"x": [0.0], "color": ["red"], "count": [0], "y": [0.0]}, "fpr": 0.5}, r"fpr must be within"),
         ({"n": 1, "label": "yes"}, "label: unknown class label 'yes'"),
     ],
 )
 def test_bad_requests(services: dict[str, SynthService], body: dict[str, Any], message: str) -> None:
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(RequestError, match=message):
         respond(services[COND.name], body)
 
 
@@ -125,5 +124,5 @@ def test_every_shipped_model_samples_and_scores(directory: Path) -> None:
         assert np.isfinite(scores["log_density"]).all()
         assert respond(service, {"rows": rows, "seed": 1}) == scores  # scoring noise, if any, follows the seed
     else:
-        with pytest.raises(InvalidRequest, match="has no density"):
+        with pytest.raises(RequestError, match="has no log_prob graph"):
             service.respond({"rows": rows})

@@ -16,8 +16,8 @@ from synthserve.contract import draw_noise, load_manifest
 from tests.training.mixed_data import FAMILIES, make_mixed_frame
 from training.cli import main as cli_main
 from training.data import decode_rows, encode_rows
-from training.export import PARITY_ROUNDING_FACTOR
 from training.exported import ExportedModel, feeds_for
+from training.parity import PARITY_ROUNDING_FACTOR
 
 CAPABILITIES = {
     "flow": ("sample", "log_prob", "encode"),
@@ -263,13 +263,13 @@ def test_an_empty_column_with_impute_does_not_crash_after_export(
 def test_data_errors_raised_after_export_are_one_line_and_publish_nothing(
     tmp_path: Path, mixed_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import training.pipeline
-    from training.data import DataError
+    import training.evaluate
+    from training.errors import DataError
 
     def failing_evaluation(*args: object, **kwargs: object) -> None:
         raise DataError("column 'height_cm': held-out rows cannot be evaluated")
 
-    monkeypatch.setattr(training.pipeline, "evaluate_version", failing_evaluation)
+    monkeypatch.setattr(training.evaluate, "evaluate_version", failing_evaluation)
     argv = ["train", "--data", str(mixed_csv), "--label", "outcome", "--model", "vae", "--name", "late"]
     argv += ["--model-store", str(tmp_path), "--epochs", "1", "--threads", "1", "--no-progress", "--no-plots"]
     assert cli_main([*argv, "--onnx-exporter", "torchscript"]) == 2

@@ -22,8 +22,9 @@ import torch
 
 import training.pipeline as pipeline
 from synthserve.contract import Schema, load_manifest
-from training.export import PARITY_ROUNDING_FACTOR, ExportError, check_parity, export_graphs
+from training.export import export_graphs
 from training.models import FlowModel, GenerativeModel
+from training.parity import PARITY_ROUNDING_FACTOR, ExportError, check_parity
 from training.pipeline import TrainRequest, train_and_publish
 
 STRESS_TABLES = ("ties", "few_values", "large_magnitudes", "steep_quantiles", "tiny")

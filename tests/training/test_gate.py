@@ -13,7 +13,7 @@ import torch
 import training.pipeline as pipeline
 from synthserve.contract import Column, LabelSpec, Schema, load_manifest
 from training.cli import main as cli_main
-from training.data import DataError
+from training.errors import DataError
 from training.evaluate import sample_metrics
 from training.gate import MAX_C2ST_AUC, QualityGateError, judge, summary_lines, verdict
 from training.pipeline import TrainRequest, train_and_publish

@@ -10,7 +10,8 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.svm import SVC
 
-from synthserve.contract import load_manifest
+from synthserve.contract import load_manifest, version_directories
+from training.checkpoint import CHECKPOINT_FILE
 from training.exported import ExportedModel
 from training.shipped import SHIPPED
 
@@ -25,13 +26,13 @@ MIN_DIGIT_ACCURACY = 0.90
 def _bytes(path: Path, *, shipped_only: bool = False) -> int:
     """Bytes under `path`; `shipped_only` leaves out the git-ignored training checkpoints."""
     files = (p for p in path.rglob("*") if p.is_file())
-    return sum(p.stat().st_size for p in files if not (shipped_only and p.name == "checkpoint.pt"))
+    return sum(p.stat().st_size for p in files if not (shipped_only and p.name == CHECKPOINT_FILE))
 
 
 def test_store_fits_the_size_budget() -> None:
     assert _bytes(STORE) < MAX_STORE_BYTES, f"model_store/ holds {_bytes(STORE) / 2**20:.1f} MiB (limit 25 MiB)"
-    for version in STORE.glob("*/*"):
-        if version.is_dir():
+    for model in STORE.iterdir():
+        for _, version in version_directories(model):
             size = _bytes(version, shipped_only=True)
             assert size < MAX_VERSION_BYTES, f"{version} ships {size / 2**20:.1f} MiB (limit 5 MiB)"
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from synthserve.contract import Column, LabelSpec, Schema, load_manifest
-from training.models import CATEGORICAL_ENCODING, CONFIGS, build_model
+from training.models import MODELS, build_model
 from training.train import TrainConfig, train_model
 from training.transform import fit_transform
 
@@ -36,9 +36,9 @@ def _toy(n: int = 300) -> tuple[Schema, torch.Tensor, torch.Tensor]:
 
 def _train(family: str, seed: int, config: TrainConfig) -> tuple[dict[str, torch.Tensor], list[float]]:
     schema, rows, labels = _toy()
-    params = fit_transform(rows.numpy()[:250], schema, categorical=CATEGORICAL_ENCODING[family], seed=seed)
+    params = fit_transform(rows.numpy()[:250], schema, categorical=MODELS[family].categorical_encoding, seed=seed)
     torch.manual_seed(seed)
-    model = build_model(family, CONFIGS[family](), schema, params)
+    model = build_model(family, MODELS[family].config_class(), schema, params)
     result = train_model(model, (rows[:250], labels[:250]), (rows[250:], labels[250:]), config)
     return model.state_dict(), result.history["validation_loss"]
 
@@ -58,7 +58,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     schema, rows, labels = _toy()
     params = fit_transform(rows.numpy()[:250], schema, categorical="ordinal", seed=0)
     torch.manual_seed(0)
-    model = build_model("flow", CONFIGS["flow"](), schema, params)
+    model = build_model("flow", MODELS["flow"].config_class(), schema, params)
     # A large learning rate on 250 rows overfits quickly; patience 3 must stop long before 500 epochs.
     config = TrainConfig(epochs=500, batch_size=32, learning_rate=1e-2, patience=3, progress=False)
     result = train_model(model, (rows[:250], labels[:250]), (rows[250:], labels[250:]), config)

@@ -1,4 +1,5 @@
-"""What every family shares: the feature codec, the class condition, and the density outputs.
+"""What every family shares: the feature codec, the class condition, the density outputs, and the hooks through
+which the pipeline, the training loop and the checkpoint learn what a family needs.
 
 A model's graph methods take and return plain tensors in original units; all randomness enters as
 noise tensors, so the same noise always yields the same rows.
@@ -8,12 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from synthserve.contract import Schema
+from training.objectives import LikelihoodObjective, Objective
 from training.transform import FeatureCodec, TransformParams
+
+if TYPE_CHECKING:
+    from training.train import TrainConfig
 
 __all__ = ["GenerativeModel", "NoiseInput", "class_onehot", "mlp", "split_blocks", "tile_rows"]
 
@@ -59,13 +65,22 @@ def split_blocks(values: Tensor, sizes: tuple[int, ...]) -> list[Tensor]:
 
 
 class GenerativeModel(nn.Module):
-    """Base of the three families. Subclasses implement the graph methods they support."""
+    """Base of the families. A family's file sets the class attributes below and implements the graph methods it
+    supports and the losses its objective calls; `training.models.MODELS` lists the families."""
 
-    family: str = ""
+    family: ClassVar[str]  # the name users pass as --model and the manifest's `family`
+    config_class: ClassVar[type[Any]]  # the frozen dataclass of the family's hyperparameters
+    # How `training.transform.fit_transform` encodes categorical columns for it: "onehot" or "ordinal".
+    categorical_encoding: ClassVar[str]
+    density_note: ClassVar[str]  # what its log_prob graph computes, recorded in the manifest's `training`
     log_priors: Tensor
 
-    def __init__(self, schema: Schema, transform: TransformParams) -> None:
+    def __init__(self, config: Any, schema: Schema, transform: TransformParams) -> None:
         super().__init__()
+        # What the model was built from, so a checkpoint rebuilds it (`training.checkpoint`).
+        self.config = config
+        self.schema = schema
+        self.transform = transform
         self.codec = FeatureCodec(transform, schema.width)
         self.conditional = schema.label is not None
         self.n_classes = schema.n_classes
@@ -97,6 +112,10 @@ class GenerativeModel(nn.Module):
         """rows [B, D], label [B] -> latent [B, Z]."""
         raise NotImplementedError
 
+    def class_condition(self, label: Tensor) -> Tensor:
+        """label [B] int64 -> the networks' class input [B, C] (one-hot)."""
+        return class_onehot(label, self.n_classes)
+
     def density(self, rows: Tensor, noise: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """log p(x) = logsumexp_c(log p(x|c) + log pi_c) [B], log p(x|c) [B, C], p(c|x) [B, C]."""
         cond = self.log_prob_cond(rows, noise)
@@ -105,6 +124,23 @@ class GenerativeModel(nn.Module):
         return log_prob, cond, torch.exp(joint - log_prob.unsqueeze(1))
 
     # --- training -----------------------------------------------------------------------------------
+    @classmethod
+    def training_defaults(cls, n_train_rows: int) -> dict[str, Any]:
+        """`TrainConfig` fields whose default differs for this family (a request's own settings override them)."""
+        return {}
+
+    def objective(self, config: TrainConfig) -> Objective:
+        """How the loop optimizes this family: by default one Adam on `training_loss`."""
+        return LikelihoodObjective(self, config)
+
+    def training_loss(self, rows: Tensor, label: Tensor) -> Tensor:
+        """The scalar a likelihood objective minimizes on a batch (rows [B, D], label [B])."""
+        raise NotImplementedError
+
+    def validation_loss(self, rows: Tensor, label: Tensor) -> Tensor:
+        """The scalar early stopping watches; `training_loss` unless the family says otherwise."""
+        return self.training_loss(rows, label)
+
     def model_space(self, rows: Tensor, dequant: bool) -> tuple[Tensor, Tensor, Tensor]:
         """rows -> (scalar z [B, S + M], log|dz/dx| [B], one-hot [B, sum K]); in training, random dequantization
         and random model-space values for gaps (`FeatureCodec.to_model`)."""

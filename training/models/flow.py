@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from synthserve.contract import Schema
+from training.losses import flow_nll
 from training.models.base import GenerativeModel, NoiseInput, class_onehot, mlp, tile_rows
 from training.transform import TransformParams
 
@@ -67,9 +68,16 @@ class AffineCoupling(nn.Module):
 
 class FlowModel(GenerativeModel):
     family = "flow"
+    config_class = FlowConfig
+    # A flow needs a continuous space: categories are dequantized as ordinal codes, like integers.
+    categorical_encoding = "ordinal"
+    density_note = (
+        "exact log-density of the dequantized rows in original units; integer columns and categorical codes "
+        "(ordinally dequantized) are scored at the cell midpoint x + 0.5, a one-point estimate of log P(x)"
+    )
 
     def __init__(self, config: FlowConfig, schema: Schema, transform: TransformParams) -> None:
-        super().__init__(schema, transform)
+        super().__init__(config, schema, transform)
         if transform.onehot_sizes:
             raise ValueError("the flow needs the ordinal categorical encoding (no one-hot blocks)")
         self.dim = transform.n_scalar
@@ -96,6 +104,9 @@ class FlowModel(GenerativeModel):
 
     def latent_width(self) -> int:
         return self.dim
+
+    def training_loss(self, rows: Tensor, label: Tensor) -> Tensor:
+        return flow_nll(self, rows, label)
 
     def to_base(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """Normalized columns -> base coordinates and log|det J| [B]."""

@@ -6,16 +6,28 @@ No density. `encode` returns the critic's last hidden layer: a discriminative em
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from synthserve.contract import Schema
+from training.losses import gan_critic_loss, gan_generator_loss, moment_distance
 from training.models.base import GenerativeModel, NoiseInput, class_onehot, mlp, split_blocks
+from training.objectives import AdversarialObjective
 from training.transform import TransformParams
 
-__all__ = ["GANConfig", "GANModel"]
+if TYPE_CHECKING:
+    from training.train import TrainConfig
+
+__all__ = ["GAN_MIN_BATCH", "GAN_STEPS_PER_EPOCH", "GANConfig", "GANModel"]
+
+# Adversarial training needs thousands of generator updates and its (noisier) validation loss more patience: the
+# GAN runs GAN_STEPS_PER_EPOCH steps per epoch (batches of at least GAN_MIN_BATCH rows), so its cost is bounded by
+# the epoch count whatever the table's size.
+GAN_STEPS_PER_EPOCH = 10
+GAN_MIN_BATCH = 128
 
 
 @dataclass(frozen=True)
@@ -29,9 +41,12 @@ class GANConfig:
 
 class GANModel(GenerativeModel):
     family = "gan"
+    config_class = GANConfig
+    categorical_encoding = "onehot"  # Gumbel-softmax blocks in training, Gumbel-max when sampling
+    density_note = "no density (WGAN-GP)"
 
     def __init__(self, config: GANConfig, schema: Schema, transform: TransformParams) -> None:
-        super().__init__(schema, transform)
+        super().__init__(config, schema, transform)
         self.latent = config.latent
         self.temperature = config.gumbel_temperature
         self.critic_steps = config.critic_steps
@@ -60,6 +75,35 @@ class GANModel(GenerativeModel):
     def latent_width(self) -> int:
         return self.hidden
 
+    # --- training -----------------------------------------------------------------------------------
+    @classmethod
+    def training_defaults(cls, n_train_rows: int) -> dict[str, Any]:
+        return {
+            "patience": 100,
+            "epochs": 400,
+            "batch_size": max(GAN_MIN_BATCH, -(-n_train_rows // GAN_STEPS_PER_EPOCH)),
+        }
+
+    def objective(self, config: TrainConfig) -> AdversarialObjective:
+        return AdversarialObjective(self, config)
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return list(self.generator.parameters())
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return [*self.critic_body.parameters(), *self.critic_head.parameters(), *self.class_embedding.parameters()]
+
+    def critic_loss(self, rows: Tensor, label: Tensor) -> Tensor:
+        return gan_critic_loss(self, rows, label, self.gradient_penalty)
+
+    def generator_loss(self, label: Tensor) -> Tensor:
+        return gan_generator_loss(self, label)
+
+    def validation_loss(self, rows: Tensor, label: Tensor) -> Tensor:
+        """Moment distance, not the critic's Wasserstein estimate (see `training.losses.moment_distance`)."""
+        return moment_distance(self, rows, label)
+
+    # --- networks -----------------------------------------------------------------------------------
     def generate(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """Generator output: scalar columns [B, S] and category logits [B, sum K]."""
         out = self.generator(torch.cat([z, cond], dim=1))

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from synthserve.contract import Schema
+from training.losses import vae_negative_elbo
 from training.models.base import GenerativeModel, NoiseInput, class_onehot, mlp, split_blocks, tile_rows
 from training.transform import TransformParams
 
@@ -33,9 +34,16 @@ class VAEConfig:
 
 class VAEModel(GenerativeModel):
     family = "vae"
+    config_class = VAEConfig
+    categorical_encoding = "onehot"  # a categorical decoder likelihood per one-hot block
+    density_note = (
+        "importance-weighted bound (IWAE, K = importance samples); continuous columns: Gaussian decoder density "
+        "in original units through the quantile transform; integer columns at the cell midpoint x + 0.5; "
+        "categorical columns: exact categorical probability"
+    )
 
     def __init__(self, config: VAEConfig, schema: Schema, transform: TransformParams) -> None:
-        super().__init__(schema, transform)
+        super().__init__(config, schema, transform)
         self.latent = config.latent
         self.importance_samples = config.importance_samples
         self.beta = config.beta
@@ -60,6 +68,9 @@ class VAEModel(GenerativeModel):
 
     def latent_width(self) -> int:
         return self.latent
+
+    def training_loss(self, rows: Tensor, label: Tensor) -> Tensor:
+        return vae_negative_elbo(self, rows, label, self.beta)
 
     # --- networks -----------------------------------------------------------------------------------
     def posterior_params(self, scalar: Tensor, onehot: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:

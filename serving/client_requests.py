@@ -1,0 +1,68 @@
+"""How `SynthClient`'s arguments become request fields: the sampling options the caller set (and back, from a
+response, to frame attrs), the class condition, and a frame cut into tables of about one request's size.
+
+Fields the caller leaves out stay unset, so the server applies its own defaults (e.g. Balance's `best_of`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pandas as pd
+
+from serving.model_description import ModelDescription
+from serving.proto import synthesizer_pb2 as pb
+
+__all__ = ["STRATEGIES", "sampling_attrs", "sampling_options", "set_condition", "table_pieces"]
+
+STRATEGIES = {
+    "match_majority": pb.BALANCE_STRATEGY_MATCH_MAJORITY,
+    "target_ratio": pb.BALANCE_STRATEGY_TARGET_RATIO,
+    "explicit_counts": pb.BALANCE_STRATEGY_EXPLICIT_COUNTS,
+}
+
+_SIZE_SAMPLE_ROWS = 64  # rows encoded to estimate a frame's bytes per row
+
+
+def sampling_options(temperature: float | None, best_of: int | None) -> pb.SamplingOptions:
+    """Only the options the caller set: the server applies its defaults to the rest."""
+    options = pb.SamplingOptions()
+    if temperature is not None:
+        options.temperature = temperature
+    if best_of is not None:
+        options.best_of = best_of
+    return options
+
+
+def sampling_attrs(sampling: pb.SamplingOptions) -> dict[str, Any]:
+    """The options a response was sampled with, as frame attrs: with the seed, they reproduce its rows."""
+    return {"temperature": sampling.temperature, "best_of": sampling.best_of}
+
+
+def set_condition(request: Any, label: Any, proportions: Mapping[Any, float] | None) -> None:
+    """One class label, or class proportions, for every row of a Sample or SampleStream request."""
+    if label is not None and proportions is not None:
+        raise ValueError("give label or proportions, not both")
+    if label is not None:
+        request.label = str(label)
+    elif proportions is not None:
+        request.proportions.weights.update({str(k): float(v) for k, v in proportions.items()})
+
+
+def table_pieces(
+    description: ModelDescription, df: pd.DataFrame, request_bytes: int, *, with_labels: bool
+) -> Iterator[tuple[int, pb.Table]]:
+    """(start_row, Table) pieces of `df` of about `request_bytes` each (one piece for a small frame). The size
+    is estimated from the first rows (every value takes a fixed number of bytes), so a large frame is encoded
+    once, in its pieces."""
+    sample = description.to_table(df.iloc[:_SIZE_SAMPLE_ROWS], with_labels=with_labels)
+    row_bytes = sample.ByteSize() / max(1, min(len(df), _SIZE_SAMPLE_ROWS))
+    pieces = max(1, math.ceil(row_bytes * len(df) / request_bytes))
+    if pieces == 1:
+        yield 0, sample if len(df) <= _SIZE_SAMPLE_ROWS else description.to_table(df, with_labels=with_labels)
+        return
+    step = math.ceil(len(df) / pieces)
+    for start in range(0, len(df), step):
+        yield start, description.to_table(df.iloc[start : start + step], with_labels=with_labels)

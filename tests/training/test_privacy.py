@@ -1,0 +1,24 @@
+"""Privacy metrics: exact copies need every value, gaps included, and the class."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synthserve.contract import Column, LabelSpec, Schema
+from training.privacy import privacy_metrics
+
+
+def test_exact_copies_need_every_value_gaps_included_and_the_class() -> None:
+    schema = Schema(
+        (
+            Column("x", "continuous", "float64", missing_rate=0.5),
+            Column("c", "categorical", "object", categories=("a",)),
+        ),
+        LabelSpec("y", "object", ("no", "yes"), (0.5, 0.5)),
+    )
+    train = np.array([[1.5, 0.0], [np.nan, 0.0], [-0.0, 0.0]], dtype=np.float32)
+    train_labels = np.array([0, 1, 1])
+    copies = np.array([[1.5, 0.0], [np.nan, 0.0], [0.0, 0.0], [1.5, 0.0]])
+    privacy = privacy_metrics(train, train_labels, copies, copies, np.array([0, 1, 1, 1]), schema)
+    assert privacy["exact_copies_synthetic"] == 0.75  # the last row has another class than its twin
+    assert privacy["dcr_p05_synthetic"] == 0.0 and privacy["n_query_rows"] == 4 and privacy["n_reference_rows"] == 3

@@ -1,0 +1,104 @@
+"""The graphs a trained model exports: what each takes and returns, and the modules the exporters trace.
+
+Graph I/O follows docs/model_store.md: sample(noise..., label) -> rows; log_prob(rows, noise...) ->
+(log_prob, log_prob_cond, posterior); encode(rows, label, noise...) -> latent. The output names and their order
+are the contract's (`synthserve.contract.graphs.GRAPH_OUTPUTS`): serving reads outputs by those names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from synthserve.contract import GraphSpec, Schema, TensorSpec
+from synthserve.contract.graphs import CLASS_LOG_DENSITY, GRAPH_OUTPUTS, LATENT, LOG_DENSITY, POSTERIOR, ROWS
+from training.models import GenerativeModel
+
+__all__ = ["GraphModule", "graph_specs", "random_inputs", "run_graph"]
+
+
+def graph_specs(model: GenerativeModel, schema: Schema) -> dict[str, GraphSpec]:
+    """The manifest's description of each graph, inputs in call order."""
+    width, n_classes = schema.width, schema.n_classes
+    rows = TensorSpec("rows", "float32", (None, width), "rows")
+    label = (TensorSpec("label", "int64", (None,), "label"),) if model.conditional else ()
+
+    def noise(graph: str) -> tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(n.name, "float32", (None, *n.row_shape), "noise", n.distribution)
+            for n in model.noise_inputs(graph)
+        )
+
+    def shape(output: str) -> tuple[int | None, ...]:
+        if output == LATENT:  # asked only of a model that encodes
+            return (None, model.latent_width())
+        shapes: dict[str, tuple[int | None, ...]] = {
+            ROWS: (None, width),
+            LOG_DENSITY: (None,),
+            CLASS_LOG_DENSITY: (None, n_classes),
+            POSTERIOR: (None, n_classes),
+        }
+        return shapes[output]
+
+    def outputs(graph: str) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(name, "float32", shape(name), "output") for name in GRAPH_OUTPUTS[graph])
+
+    inputs = {
+        "sample": (*noise("sample"), *label),
+        "log_prob": (rows, *noise("log_prob")),
+        "encode": (rows, *label, *noise("encode")),
+    }
+    return {name: GraphSpec(f"{name}.onnx", inputs[name], outputs(name)) for name in model.capabilities()}
+
+
+def run_graph(model: GenerativeModel, graph: str, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Positional graph inputs (manifest order) -> tuple of outputs (GRAPH_OUTPUTS order)."""
+    conditional = model.conditional
+    if graph == "sample":
+        noise = list(inputs[:-1]) if conditional else list(inputs)
+        label = inputs[-1] if conditional else torch.zeros(inputs[0].shape[0], dtype=torch.long)
+        return (model.sample(noise, label),)
+    if graph == "log_prob":
+        return model.density(inputs[0], list(inputs[1:]))
+    rows = inputs[0]
+    label = inputs[1] if conditional else torch.zeros(rows.shape[0], dtype=torch.long)
+    return (model.encode(rows, label, list(inputs[2:] if conditional else inputs[1:])),)
+
+
+class GraphModule(nn.Module):
+    """One graph as `forward`, for the ONNX exporter."""
+
+    def __init__(self, model: GenerativeModel, graph: str) -> None:
+        super().__init__()
+        self.model = model
+        self.graph = graph
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        return run_graph(self.model, self.graph, inputs)
+
+
+def random_inputs(
+    model: GenerativeModel, spec: GraphSpec, batch: int, generator: torch.Generator
+) -> tuple[Tensor, ...]:
+    """Fresh inputs: noise from its distribution, random classes, rows drawn from the model itself (valid codes)."""
+    out = []
+    for t in spec.inputs:
+        shape = (batch, *t.row_shape)
+        if t.role == "noise":
+            if t.distribution == "normal":
+                out.append(torch.randn(shape, generator=generator))
+            else:
+                out.append(torch.rand(shape, generator=generator).clamp(2.0**-24, 1 - 2.0**-24))
+        elif t.role == "label":
+            out.append(torch.randint(0, model.n_classes, (batch,), generator=generator))
+        else:
+            labels = torch.randint(0, model.n_classes, (batch,), generator=generator)
+            noise = [
+                torch.randn((batch, *n.row_shape), generator=generator)
+                if n.distribution == "normal"
+                else torch.rand((batch, *n.row_shape), generator=generator).clamp(2.0**-24, 1 - 2.0**-24)
+                for n in model.noise_inputs("sample")
+            ]
+            with torch.no_grad():
+                out.append(model.sample(noise, labels))
+    return tuple(out)

@@ -1,0 +1,148 @@
+"""How a family's weights are optimized: its optimizers, one training step, the validation loss, the weights to keep.
+
+A family names its objective (`GenerativeModel.objective`) and supplies the losses it needs (`training.losses`);
+the loop in `training.train` only calls `step`, `validation_loss` and `snapshot`, so it never asks which family
+it trains. Gradients are averaged across data-parallel processes after each backward pass (see `training.train`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from training.models.base import GenerativeModel
+    from training.models.gan import GANModel
+    from training.train import TrainConfig
+
+__all__ = [
+    "GENERATOR_AVERAGE_DECAY",
+    "MAX_GRADIENT_NORM",
+    "VALIDATION_SEED",
+    "AdversarialObjective",
+    "LikelihoodObjective",
+    "Objective",
+    "average_gradients",
+]
+
+GENERATOR_AVERAGE_DECAY = 0.995
+MAX_GRADIENT_NORM = 10.0  # guards flow / VAE training against the occasional outlier batch
+VALIDATION_SEED = 12345  # a fixed noise stream makes successive validation losses comparable
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
+    """Mean of each gradient over the `world` processes (a no-op for one process)."""
+    if world == 1:
+        return
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world
+
+
+class Objective:
+    """The optimizers of one model, its training step and validation loss."""
+
+    def __init__(self, model: GenerativeModel) -> None:
+        self.model = model
+
+    def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:
+        """One update on a batch; returns the batch's losses by name ("loss", or the GAN's "critic"/"generator")."""
+        raise NotImplementedError
+
+    def validation_loss(self, rows: Tensor, label: Tensor) -> float:
+        """The family's validation loss (`GenerativeModel.validation_loss`) on one fixed noise stream."""
+        with torch.random.fork_rng(devices=[rows.device] if rows.is_cuda else []), torch.no_grad():
+            torch.manual_seed(VALIDATION_SEED)
+            with self.validated_weights():
+                return float(self.model.validation_loss(rows, label).item())
+
+    @contextlib.contextmanager
+    def validated_weights(self) -> Iterator[None]:
+        """Within the block the model holds the weights that are validated and kept: its current ones here."""
+        yield
+
+    def snapshot(self) -> dict[str, Tensor]:
+        """The weights to keep if this epoch is the best."""
+        with self.validated_weights():
+            return copy.deepcopy(self.model.state_dict())
+
+
+class LikelihoodObjective(Objective):
+    """One Adam over all weights on the family's `training_loss` (a negative log-likelihood or a bound of it),
+    gradients clipped to MAX_GRADIENT_NORM."""
+
+    def __init__(self, model: GenerativeModel, config: TrainConfig) -> None:
+        super().__init__(model)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:
+        model = self.model
+        self.optimizer.zero_grad()
+        loss = model.training_loss(rows, label)
+        loss.backward()
+        average_gradients(list(model.parameters()), world)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRADIENT_NORM)
+        self.optimizer.step()
+        return {"loss": float(loss.item())}
+
+
+class AdversarialObjective(Objective):
+    """WGAN-GP: one Adam (betas 0.5, 0.9) per player, a generator update every `critic_steps` critic updates.
+
+    An exponential moving average of the generator's weights is what gets validated and kept (hence exported):
+    it is far less noisy than the last iterate of the adversarial game.
+    """
+
+    model: GANModel
+
+    def __init__(self, model: GANModel, config: TrainConfig) -> None:
+        super().__init__(model)
+        self.step_count = 0
+        self.generator_params = model.generator_parameters()
+        self.critic_params = model.critic_parameters()
+        lr = config.learning_rate
+        self.generator_optimizer = torch.optim.Adam(self.generator_params, lr=lr, betas=(0.5, 0.9))
+        self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=lr, betas=(0.5, 0.9))
+        self.generator_average = [p.detach().clone() for p in self.generator_params]
+
+    def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:
+        model = self.model
+        self.critic_optimizer.zero_grad()
+        critic = model.critic_loss(rows, label)
+        critic.backward()
+        average_gradients(self.critic_params, world)
+        self.critic_optimizer.step()
+        self.step_count += 1
+        out = {"critic": float(critic.item())}
+        if self.step_count % model.critic_steps == 0:
+            self.generator_optimizer.zero_grad()
+            generator = model.generator_loss(label)
+            generator.backward()
+            average_gradients(self.generator_params, world)
+            self.generator_optimizer.step()
+            with torch.no_grad():
+                for average, p in zip(self.generator_average, self.generator_params):
+                    average.lerp_(p, 1.0 - GENERATOR_AVERAGE_DECAY)
+            out["generator"] = float(generator.item())
+        return out
+
+    @contextlib.contextmanager
+    def validated_weights(self) -> Iterator[None]:
+        """Within the block the generator holds the averaged weights."""
+        current = [p.detach().clone() for p in self.generator_params]
+        with torch.no_grad():
+            for p, average in zip(self.generator_params, self.generator_average):
+                p.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, saved in zip(self.generator_params, current):
+                    p.copy_(saved)
