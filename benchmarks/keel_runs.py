@@ -30,9 +30,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from training.models import FAMILIES
+
 __all__ = ["main"]
 
-FAMILIES = ("flow", "vae", "gan")
 FORMS = ("int", "float")
 LABEL = "Class"
 # Each worker process is replaced after this many runs, so what one run leaves behind (caches, allocator

@@ -17,11 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from training.models import FAMILIES
+
 __all__ = ["DATASETS", "main"]
 
 # A few thousand rows each: mixed categorical/continuous, integer-valued, continuous, all-categorical.
 DATASETS = ("abalone19", "page-blocks0", "shuttle-2_vs_5", "segment0", "kr-vs-k-zero-one_vs_draw")
-FAMILIES = ("flow", "vae", "gan")
 
 
 def _fmt(value: float | None, digits: int) -> str:

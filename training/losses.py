@@ -12,17 +12,39 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from training.models.flow import FlowModel
+    from training.models.bijective import BijectiveModel
+    from training.models.diffusion import DiffusionModel
     from training.models.gan import GANModel
     from training.models.vae import VAEModel
 
-__all__ = ["flow_nll", "gan_critic_loss", "gan_generator_loss", "moment_distance", "vae_negative_elbo"]
+__all__ = [
+    "flow_matching_loss",
+    "flow_nll",
+    "gan_critic_loss",
+    "gan_generator_loss",
+    "moment_distance",
+    "vae_negative_elbo",
+]
 
 
-def flow_nll(model: FlowModel, rows: Tensor, label: Tensor, dequant: bool = True) -> Tensor:
-    """Negative log-likelihood per row of the dequantized rows, in original units (nats)."""
+def flow_nll(model: BijectiveModel, rows: Tensor, label: Tensor, dequant: bool = True) -> Tensor:
+    """Negative log-likelihood per row of the dequantized rows, in original units (nats): the objective of the
+    exact-density families (the coupling flow and the masked autoregressive flow)."""
     z, log_det, _ = model.model_space(rows, dequant)
     return -(model.model_log_prob(z, label) + log_det).mean()
+
+
+def flow_matching_loss(model: DiffusionModel, rows: Tensor, label: Tensor, label_dropout: float) -> Tensor:
+    """Conditional flow matching on the straight path x_t = (1 - t) x_0 + t x_1: mean squared error per model-space
+    coordinate between v(x_t, t, c) and x_1 - x_0, t ~ U[0, 1), x_0 ~ N(0, I); labels dropped to the null class
+    with probability `label_dropout` (classifier-free guidance)."""
+    x1 = model.to_model_space(rows)  # [B, W]
+    x0 = torch.randn_like(x1)
+    t = torch.rand(x1.shape[0], 1, device=x1.device)  # [B, 1]
+    xt = (1.0 - t) * x0 + t * x1
+    condition = model.condition(label, label_dropout)
+    velocity = model.velocity(xt, model.velocity.time_embedding(t), model.velocity.class_embedding(condition))
+    return ((velocity - (x1 - x0)) ** 2).mean()
 
 
 def vae_negative_elbo(model: VAEModel, rows: Tensor, label: Tensor, beta: float, dequant: bool = True) -> Tensor:

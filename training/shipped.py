@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.models import FAMILIES
+
 __all__ = ["SHIPPED", "ShippedModel", "main"]
 
 
@@ -40,7 +42,7 @@ SHIPPED: tuple[ShippedModel, ...] = tuple(
         _TRAIN_OVERRIDES.get(f"{stem}-{family}", {}),
     )
     for stem, source in _SOURCES.items()
-    for family in ("flow", "vae", "gan")
+    for family in FAMILIES
 )
 
 

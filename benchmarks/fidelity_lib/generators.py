@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.models import FAMILIES
+
 __all__ = [
     "FAMILIES",
     "SDV_REQUIREMENT",
@@ -32,7 +34,6 @@ __all__ = [
     "run_synthserve",
 ]
 
-FAMILIES = ("flow", "vae", "gan")
 SDV_SYNTHESIZERS = ("gaussian_copula", "tvae", "ctgan")
 SDV_REQUIREMENT = "sdv>=2,<3"
 SDV_WORKER = Path(__file__).with_name("sdv_worker.py")

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from training.models import FAMILIES
+
 __all__ = ["LABELS", "TARGETS", "per_table", "summary", "target_verdicts", "verdict_lines"]
 
 LABELS = {
-    "flow": "flow",
-    "vae": "vae",
-    "gan": "gan",
+    **{family: family for family in FAMILIES},
     "gaussian_copula": "SDV GaussianCopula",
     "tvae": "SDV TVAE",
     "ctgan": "SDV CTGAN",

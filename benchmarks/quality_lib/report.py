@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
+from training.models import FAMILIES
+
 __all__ = [
     "ANOMALY_REFERENCE",
     "TIE_TOLERANCE",
@@ -45,7 +47,7 @@ FAMILY_COLUMNS = (
     "anomaly_train_epochs",
     "eval_cpu_s",
 )
-METHOD_ORDER = ("none", "ros", "smote", "iforest", "knn", "flow", "vae", "gan")
+METHOD_ORDER = ("none", "ros", "smote", "iforest", "knn", *FAMILIES)
 
 
 def _method_key(method: str) -> tuple[int, str]:
@@ -120,7 +122,7 @@ def summary_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             )
         tables["anomaly"] = pd.DataFrame(rows)
     present = [c for c in (*FAMILY_COLUMNS, "failed_folds") if c in table]
-    families = table[table["method"].isin([m for m in table["method"].unique() if m in ("flow", "vae", "gan")])]
+    families = table[table["method"].isin([m for m in table["method"].unique() if m in FAMILIES])]
     if len(families):
         grouped = families.groupby("method")[present].mean()
         grouped["failed_folds"] = families.groupby("method")["failed_folds"].sum()

@@ -44,9 +44,8 @@ from synthserve.contract.manifest import (
     ManifestError,
     Schema,
     TensorSpec,
-    check_file_name,
-    load_manifest,
 )
+from synthserve.contract.manifest_reader import check_file_name, load_manifest
 from synthserve.contract.noise import draw_noise, noise_row_width
 from synthserve.contract.quoting import close_matches, shown
 from synthserve.contract.sampling import (

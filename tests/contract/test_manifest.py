@@ -19,8 +19,8 @@ from synthserve.contract.manifest import (
     ManifestError,
     Schema,
     TensorSpec,
-    load_manifest,
 )
+from synthserve.contract.manifest_reader import load_manifest
 
 
 def make_manifest() -> Manifest:

@@ -7,7 +7,7 @@ import pandas as pd
 
 __all__ = ["FAMILIES", "make_mixed_frame"]
 
-FAMILIES = ("flow", "vae", "gan")
+FAMILIES = ("flow", "vae", "gan", "autoregressive", "diffusion")
 
 
 def make_mixed_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:

@@ -23,6 +23,8 @@ CAPABILITIES = {
     "flow": ("sample", "log_prob", "encode"),
     "vae": ("sample", "log_prob", "encode"),
     "gan": ("sample", "encode"),
+    "autoregressive": ("sample", "log_prob", "encode"),
+    "diffusion": ("sample",),
 }
 
 
@@ -98,7 +100,7 @@ def test_torchscript_matches_onnx(trained_store: Path, family: str) -> None:
     np.testing.assert_allclose(rows.numpy(), model.sample(labels, seed=5), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("family", ["flow", "vae"])
+@pytest.mark.parametrize("family", ["flow", "vae", "autoregressive"])
 def test_density_outputs_are_consistent(trained_store: Path, family: str) -> None:
     model = ExportedModel(trained_store / f"mixed-{family}" / "1")
     rows = encode_rows(make_mixed_frame(200, seed=1).drop(columns="outcome"), model.manifest.schema)

@@ -13,13 +13,16 @@ from sklearn.svm import SVC
 from synthserve.contract import load_manifest, version_directories
 from training.checkpoint import CHECKPOINT_FILE
 from training.exported import ExportedModel
+from training.models import FAMILIES
 from training.shipped import SHIPPED
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
-MAX_STORE_BYTES = 25 * 1024 * 1024
-# 5 MiB: the 64-column digits flow ships 4.6 MiB since its graphs carry 0/1 permutation matrices (64 x 64 per
-# layer, folded to float32 by the exporter) and the segment grids, which make its graphs 2-3x faster.
-MAX_VERSION_BYTES = 5 * 1024 * 1024
+# What git ships (training checkpoints are git-ignored): 15 models, five families on three tables, 32 MiB.
+MAX_STORE_BYTES = 40 * 1024 * 1024
+# 6 MiB: the 64-column digits flow ships 4.6 MiB since its graphs carry 0/1 permutation matrices (64 x 64 per
+# layer, folded to float32 by the exporter) and the segment grids, which make its graphs 2-3x faster; the digits
+# autoregressive flow 5.3 MiB (five MADE layers of 128 hidden units, held by each of its three graphs and model.pt).
+MAX_VERSION_BYTES = 6 * 1024 * 1024
 MIN_DIGIT_ACCURACY = 0.90
 
 
@@ -30,11 +33,16 @@ def _bytes(path: Path, *, shipped_only: bool = False) -> int:
 
 
 def test_store_fits_the_size_budget() -> None:
-    assert _bytes(STORE) < MAX_STORE_BYTES, f"model_store/ holds {_bytes(STORE) / 2**20:.1f} MiB (limit 25 MiB)"
+    shipped = _bytes(STORE, shipped_only=True)
+    assert shipped < MAX_STORE_BYTES, (
+        f"model_store/ ships {shipped / 2**20:.1f} MiB (limit {MAX_STORE_BYTES >> 20} MiB)"
+    )
     for model in STORE.iterdir():
         for _, version in version_directories(model):
             size = _bytes(version, shipped_only=True)
-            assert size < MAX_VERSION_BYTES, f"{version} ships {size / 2**20:.1f} MiB (limit 5 MiB)"
+            assert size < MAX_VERSION_BYTES, (
+                f"{version} ships {size / 2**20:.1f} MiB (limit {MAX_VERSION_BYTES >> 20} MiB)"
+            )
 
 
 @pytest.mark.parametrize("name", [m.name for m in SHIPPED])
@@ -53,7 +61,7 @@ def digit_classifier() -> SVC:
     return SVC(gamma=0.001).fit(digits.data, digits.target)
 
 
-@pytest.mark.parametrize("family", ["flow", "vae", "gan"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_conditional_digits_are_the_requested_class(family: str, digit_classifier: SVC) -> None:
     """Samples of class c (100 per class, server noise rule, seed 0) are classified as c by an SVM on real digits."""
     model = ExportedModel(STORE / f"digits-{family}" / "1")

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from synthserve.contract import Column, LabelSpec, Schema, load_manifest
+from tests.training.mixed_data import FAMILIES
 from training.models import MODELS, build_model
 from training.train import TrainConfig, train_model
 from training.transform import fit_transform
-
-FAMILIES = ("flow", "vae", "gan")
 
 
 def _toy(n: int = 300) -> tuple[Schema, torch.Tensor, torch.Tensor]:

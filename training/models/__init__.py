@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from synthserve.contract import Schema
+from training.models.autoregressive import AutoregressiveConfig, AutoregressiveModel
 from training.models.base import GenerativeModel, NoiseInput
+from training.models.diffusion import DiffusionConfig, DiffusionModel
 from training.models.flow import FlowConfig, FlowModel
 from training.models.gan import GANConfig, GANModel
 from training.models.vae import VAEConfig, VAEModel
@@ -18,6 +20,10 @@ from training.transform import TransformParams
 __all__ = [
     "FAMILIES",
     "MODELS",
+    "AutoregressiveConfig",
+    "AutoregressiveModel",
+    "DiffusionConfig",
+    "DiffusionModel",
     "FlowConfig",
     "FlowModel",
     "GANConfig",
@@ -30,7 +36,9 @@ __all__ = [
     "model_class",
 ]
 
-MODELS: dict[str, type[GenerativeModel]] = {model.family: model for model in (VAEModel, GANModel, FlowModel)}
+MODELS: dict[str, type[GenerativeModel]] = {
+    model.family: model for model in (VAEModel, GANModel, FlowModel, AutoregressiveModel, DiffusionModel)
+}
 FAMILIES = tuple(MODELS)  # the --model choices, in this order
 
 

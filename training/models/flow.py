@@ -7,15 +7,14 @@ The base is N(mu_c, I) with a learned mean per class, which sharpens class-condi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from synthserve.contract import Schema
-from training.losses import flow_nll
-from training.models.base import GenerativeModel, NoiseInput, class_onehot, mlp, tile_rows
+from training.models.base import mlp
+from training.models.bijective import BijectiveModel
 from training.transform import TransformParams
 
 __all__ = ["AffineCoupling", "FlowConfig", "FlowModel"]
@@ -66,15 +65,9 @@ class AffineCoupling(nn.Module):
         return x @ self.permute.T.to(x.dtype)
 
 
-class FlowModel(GenerativeModel):
+class FlowModel(BijectiveModel):
     family = "flow"
     config_class = FlowConfig
-    # A flow needs a continuous space: categories are dequantized as ordinal codes, like integers.
-    categorical_encoding = "ordinal"
-    density_note = (
-        "exact log-density of the dequantized rows in original units; integer columns and categorical codes "
-        "(ordinally dequantized) are scored at the cell midpoint x + 0.5, a one-point estimate of log P(x)"
-    )
 
     def __init__(self, config: FlowConfig, schema: Schema, transform: TransformParams) -> None:
         super().__init__(config, schema, transform)
@@ -96,52 +89,5 @@ class FlowModel(GenerativeModel):
         )
         self.class_means = nn.Parameter(torch.zeros(self.n_classes, self.dim))
 
-    def capabilities(self) -> tuple[str, ...]:
-        return ("sample", "log_prob", "encode")
-
-    def noise_inputs(self, graph: str) -> tuple[NoiseInput, ...]:
-        return (NoiseInput("z", (self.dim,), "normal"),) if graph == "sample" else ()
-
-    def latent_width(self) -> int:
-        return self.dim
-
-    def training_loss(self, rows: Tensor, label: Tensor) -> Tensor:
-        return flow_nll(self, rows, label)
-
-    def to_base(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """Normalized columns -> base coordinates and log|det J| [B]."""
-        log_det = torch.zeros(z.shape[0], device=z.device)
-        for layer in self.layers:
-            z, step = layer(z, cond)
-            log_det = log_det + step
-        return z, log_det
-
-    def model_log_prob(self, z: Tensor, label: Tensor) -> Tensor:
-        """log-density of normalized columns given the class [B]."""
-        cond = class_onehot(label, self.n_classes)
-        u, log_det = self.to_base(z, cond)
-        centred = u - cond @ self.class_means
-        return -0.5 * (centred**2).sum(1) - 0.5 * self.dim * math.log(2 * math.pi) + log_det
-
-    def sample(self, noise: list[Tensor], label: Tensor) -> Tensor:
-        cond = class_onehot(label, self.n_classes)
-        z = noise[0] + cond @ self.class_means
-        for layer in reversed(self.layers):
-            z = layer.inverse(z, cond)
-        return self.codec.from_model(z, None)
-
-    def log_prob_cond(self, rows: Tensor, noise: list[Tensor]) -> Tensor:
-        z, log_det, _ = self.codec.to_model(rows)
-        batch, n_classes = z.shape[0], self.n_classes
-        # Every row under every class at once: [B*C, D] with class index = position mod C.
-        tiled = tile_rows(z, n_classes)
-        labels = torch.arange(n_classes, device=z.device).repeat(batch)
-        cond = self.model_log_prob(tiled, labels).reshape(batch, n_classes)
-        return cond + log_det.unsqueeze(1)
-
-    def encode(self, rows: Tensor, label: Tensor, noise: list[Tensor]) -> Tensor:
-        """The base noise that regenerates the row: sample(encode(x, c), c) == x up to dequantization."""
-        z, _, _ = self.codec.to_model(rows)
-        cond = class_onehot(label, self.n_classes)
-        u, _ = self.to_base(z, cond)
-        return u - cond @ self.class_means
+    def base_mean(self, cond: Tensor) -> Tensor:
+        return cond @ self.class_means
