@@ -28,6 +28,7 @@ __all__ = [
     "AdversarialObjective",
     "LikelihoodObjective",
     "Objective",
+    "WeightAverage",
     "average_gradients",
 ]
 
@@ -44,6 +45,35 @@ def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= world
+
+
+class WeightAverage:
+    """An exponential moving average of some weights, and a block in which they hold it: what the GAN's generator
+    and the diffusion model validate and keep, being far less noisy than the last iterate."""
+
+    def __init__(self, parameters: list[torch.nn.Parameter]) -> None:
+        self.parameters = parameters
+        self.average = [p.detach().clone() for p in parameters]
+
+    def update(self, decay: float) -> None:
+        """average <- decay * average + (1 - decay) * current."""
+        with torch.no_grad():
+            for average, p in zip(self.average, self.parameters):
+                average.lerp_(p, 1.0 - decay)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Within the block the weights are the average; the current ones come back after it."""
+        current = [p.detach().clone() for p in self.parameters]
+        with torch.no_grad():
+            for p, average in zip(self.parameters, self.average):
+                p.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, saved in zip(self.parameters, current):
+                    p.copy_(saved)
 
 
 class Objective:
@@ -63,10 +93,9 @@ class Objective:
             with self.validated_weights():
                 return float(self.model.validation_loss(rows, label).item())
 
-    @contextlib.contextmanager
-    def validated_weights(self) -> Iterator[None]:
+    def validated_weights(self) -> contextlib.AbstractContextManager[None]:
         """Within the block the model holds the weights that are validated and kept: its current ones here."""
-        yield
+        return contextlib.nullcontext()
 
     def snapshot(self) -> dict[str, Tensor]:
         """The weights to keep if this epoch is the best."""
@@ -110,7 +139,7 @@ class AdversarialObjective(Objective):
         lr = config.learning_rate
         self.generator_optimizer = torch.optim.Adam(self.generator_params, lr=lr, betas=(0.5, 0.9))
         self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=lr, betas=(0.5, 0.9))
-        self.generator_average = [p.detach().clone() for p in self.generator_params]
+        self.generator_average = WeightAverage(self.generator_params)
 
     def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:
         model = self.model
@@ -127,22 +156,10 @@ class AdversarialObjective(Objective):
             generator.backward()
             average_gradients(self.generator_params, world)
             self.generator_optimizer.step()
-            with torch.no_grad():
-                for average, p in zip(self.generator_average, self.generator_params):
-                    average.lerp_(p, 1.0 - GENERATOR_AVERAGE_DECAY)
+            self.generator_average.update(GENERATOR_AVERAGE_DECAY)
             out["generator"] = float(generator.item())
         return out
 
-    @contextlib.contextmanager
-    def validated_weights(self) -> Iterator[None]:
+    def validated_weights(self) -> contextlib.AbstractContextManager[None]:
         """Within the block the generator holds the averaged weights."""
-        current = [p.detach().clone() for p in self.generator_params]
-        with torch.no_grad():
-            for p, average in zip(self.generator_params, self.generator_average):
-                p.copy_(average)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, saved in zip(self.generator_params, current):
-                    p.copy_(saved)
+        return self.generator_average.held()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,7 @@ from torch import Tensor, nn
 from synthserve.contract import Schema
 from training.losses import flow_matching_loss
 from training.models.base import GenerativeModel, NoiseInput, class_onehot, split_blocks
-from training.objectives import LikelihoodObjective
+from training.objectives import LikelihoodObjective, WeightAverage
 from training.transform import TransformParams
 
 if TYPE_CHECKING:
@@ -111,33 +110,19 @@ class AveragedObjective(LikelihoodObjective):
     def __init__(self, model: DiffusionModel, config: TrainConfig) -> None:
         super().__init__(model, config)
         self.decay = model.config.weight_average_decay
-        self.average = [p.detach().clone() for p in model.parameters()]
+        self.average = WeightAverage(list(model.parameters()))
         self.step_count = 0
 
     def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:
         losses = super().step(rows, label, world)
         self.step_count += 1
         # The usual warm-up: early averages do not hold on to the initial weights for thousands of steps.
-        decay = min(self.decay, (1.0 + self.step_count) / (10.0 + self.step_count))
-        with torch.no_grad():
-            for average, p in zip(self.average, self.model.parameters()):
-                average.lerp_(p, 1.0 - decay)
+        self.average.update(min(self.decay, (1.0 + self.step_count) / (10.0 + self.step_count)))
         return losses
 
-    @contextlib.contextmanager
-    def validated_weights(self) -> Iterator[None]:
+    def validated_weights(self) -> contextlib.AbstractContextManager[None]:
         """Within the block the model holds the averaged weights."""
-        parameters = list(self.model.parameters())
-        current = [p.detach().clone() for p in parameters]
-        with torch.no_grad():
-            for p, average in zip(parameters, self.average):
-                p.copy_(average)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, saved in zip(parameters, current):
-                    p.copy_(saved)
+        return self.average.held()
 
 
 class DiffusionModel(GenerativeModel):
