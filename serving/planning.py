@@ -93,7 +93,7 @@ class Planner:
             if stream
             else (limits.max_rows_per_request, "max_rows_per_request")
         )
-        self._check_rows(n_rows, sampling, max_rows, lambda: f"num_rows {n_rows}", limit)
+        self._check_rows(n_rows, sampling, max_rows, f"num_rows {n_rows}", limit)
         labels = plan_labels(model.manifest, n_rows, label, proportions, "proportions.weights")
         if stream:
             return self._stream(model, _seed(seed), n_rows, labels, sampling, chunk_rows)
@@ -119,7 +119,7 @@ class Planner:
         runs = balance_counts(model.manifest, strategy, class_counts, target_ratio, explicit_counts)
         total = runs.n_rows
         limit = self.limits.max_rows_per_stream
-        self._check_rows(total, sampling, limit, lambda: f"Balance needs {total} rows", "max_rows_per_stream")
+        self._check_rows(total, sampling, limit, f"Balance needs {total} rows", "max_rows_per_stream")
         return self._stream(model, _seed(seed), total, runs, sampling, chunk_rows)
 
     def score(
@@ -165,11 +165,11 @@ class Planner:
         return RowPlan(model, seed, n_rows, labels, sampling, chunk_rows, held, f"a stream of {chunk_rows}-row chunks")
 
     @staticmethod
-    def _check_rows(n_rows: int, sampling: SamplingOptions, max_rows: int, what: Callable[[], str], limit: str) -> None:
+    def _check_rows(n_rows: int, sampling: SamplingOptions, max_rows: int, what: str, limit: str) -> None:
         """Rows to compute (best-of-k computes k candidates a row) against the request's row limit."""
         if n_rows * sampling.best_of > max_rows:
             best_of = f" x sampling.best_of {sampling.best_of}" if sampling.best_of > 1 else ""
-            raise InvalidArgument(f"{what()}{best_of} exceeds {limit} = {max_rows}")
+            raise InvalidArgument(f"{what}{best_of} exceeds {limit} = {max_rows}")
 
     def _check_response(self, field: str, n_rows: int, size: int, hint: str = "") -> None:
         """Refuses a request whose response could not be sent."""
