@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from training.models import FAMILIES
+from training.pipeline import TrainRequest, train_and_publish
 
 __all__ = ["SHIPPED", "ShippedModel", "main"]
 
@@ -51,10 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--only", nargs="*", default=None, help="retrain just these shipped names")
     args = parser.parse_args(argv)
-    import torch
-
-    from training.pipeline import TrainRequest, train_and_publish
-
     torch.set_num_threads(1)
     known = {m.name for m in SHIPPED}
     unknown = set(args.only or ()) - known
