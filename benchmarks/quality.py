@@ -66,11 +66,13 @@ def _parse_sampling(spec: str) -> tuple[SamplingOptions, ...]:
     options = []
     for item in spec.split(","):
         try:
-            temperature, best_of = item.split(":")
-            options.append(SamplingOptions(float(temperature), int(best_of)))
+            temperature, best_of, *guidance = item.split(":")
+            if len(guidance) > 1:
+                raise ValueError("too many fields")
+            options.append(SamplingOptions(float(temperature), int(best_of), float(guidance[0]) if guidance else 1.0))
         except ValueError as exc:
             raise SystemExit(
-                f"--sampling: expected TEMPERATURE:BEST_OF items, e.g. 1:1,0.8:3; {item!r}: {exc}"
+                f"--sampling: expected TEMPERATURE:BEST_OF[:GUIDANCE] items, e.g. 1:1,0.8:3,1:1:2; {item!r}: {exc}"
             ) from None
     if len(set(options)) != len(options):
         raise SystemExit(f"--sampling: {spec!r} names an option twice")
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sampling",
         default=DEFAULT_SAMPLING,
-        help="server sampling options to measure oversampling under, TEMPERATURE:BEST_OF, comma-separated "
+        help="server sampling options to measure oversampling under, TEMPERATURE:BEST_OF[:GUIDANCE], comma-separated "
         f"(default {DEFAULT_SAMPLING}: plain sampling and the server's Balance default)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one core each")

@@ -72,6 +72,7 @@ def _sample(client: SynthClient, args: argparse.Namespace, proportions: dict[str
             chunk_rows=args.chunk_rows,
             temperature=args.temperature,
             best_of=args.best_of,
+            guidance=args.guidance,
         ):
             attrs = attrs or dict(frame.attrs)
             writer.write(frame)
@@ -79,7 +80,7 @@ def _sample(client: SynthClient, args: argparse.Namespace, proportions: dict[str
     if attrs:
         print(
             f"seed {attrs['seed']}, version {attrs['version']}, temperature {attrs['temperature']:g}, "
-            f"best_of {attrs['best_of']}",
+            f"best_of {attrs['best_of']}, guidance {attrs['guidance']:g}",
             file=sys.stderr,
         )
 
@@ -111,6 +112,7 @@ def _balance(client: SynthClient, args: argparse.Namespace, frame: pd.DataFrame,
             seed=args.seed,
             temperature=args.temperature,
             best_of=args.best_of,
+            guidance=args.guidance,
         )
     except ValueError as exc:
         raise InputError(f"--input {args.input}: {exc}") from exc

@@ -115,13 +115,19 @@ class SynthClient:
         version: int | None = None,
         temperature: float | None = None,
         best_of: int | None = None,
+        guidance: float | None = None,
     ) -> pd.DataFrame:
         """n rows; `frame.attrs` holds the seed, version and sampling options that reproduce them.
 
         `temperature` (0, 4] scales the model's normal noise; `best_of` k keeps, per row, the one of k candidates
-        the model's posterior ranks highest for its class (docs/serving.md)."""
+        the model's posterior ranks highest for its class; `guidance` w in [0, 10] is the classifier-free guidance
+        weight of a diffusion model (1: plain conditional) (docs/serving.md)."""
         request = pb.SampleRequest(
-            model=model, version=version or 0, num_rows=n, seed=seed, sampling=sampling_options(temperature, best_of)
+            model=model,
+            version=version or 0,
+            num_rows=n,
+            seed=seed,
+            sampling=sampling_options(temperature, best_of, guidance),
         )
         set_condition(request, label, proportions)
         response = self._call(self._stub.Sample, request)
@@ -141,6 +147,7 @@ class SynthClient:
         chunk_rows: int | None = None,
         temperature: float | None = None,
         best_of: int | None = None,
+        guidance: float | None = None,
     ) -> Iterator[pd.DataFrame]:
         """The same rows as `sample`, in chunks; each frame's attrs hold seed, version, options and start_row."""
         request = pb.SampleStreamRequest(
@@ -149,7 +156,7 @@ class SynthClient:
             num_rows=n,
             seed=seed,
             chunk_rows=chunk_rows or 0,
-            sampling=sampling_options(temperature, best_of),
+            sampling=sampling_options(temperature, best_of, guidance),
         )
         set_condition(request, label, proportions)
         for response in self._call(self._stub.SampleStream, request):
@@ -175,6 +182,7 @@ class SynthClient:
         version: int | None = None,
         temperature: float | None = None,
         best_of: int | None = None,
+        guidance: float | None = None,
     ) -> pd.DataFrame:
         """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`.
 
@@ -192,7 +200,7 @@ class SynthClient:
             target_ratio=ratio or 0.0,
             explicit_counts={str(k): int(v) for k, v in (counts or {}).items()},
             seed=seed,
-            sampling=sampling_options(temperature, best_of),
+            sampling=sampling_options(temperature, best_of, guidance),
         )
         frames = []
         response_seed = response_version = None

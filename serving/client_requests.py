@@ -26,19 +26,23 @@ STRATEGIES = {
 _SIZE_SAMPLE_ROWS = 64  # rows encoded to estimate a frame's bytes per row
 
 
-def sampling_options(temperature: float | None, best_of: int | None) -> pb.SamplingOptions:
+def sampling_options(
+    temperature: float | None, best_of: int | None, guidance: float | None = None
+) -> pb.SamplingOptions:
     """Only the options the caller set: the server applies its defaults to the rest."""
     options = pb.SamplingOptions()
     if temperature is not None:
         options.temperature = temperature
     if best_of is not None:
         options.best_of = best_of
+    if guidance is not None:
+        options.guidance = guidance
     return options
 
 
 def sampling_attrs(sampling: pb.SamplingOptions) -> dict[str, Any]:
     """The options a response was sampled with, as frame attrs: with the seed, they reproduce its rows."""
-    return {"temperature": sampling.temperature, "best_of": sampling.best_of}
+    return {"temperature": sampling.temperature, "best_of": sampling.best_of, "guidance": sampling.guidance}
 
 
 def set_condition(request: Any, label: Any, proportions: Mapping[Any, float] | None) -> None:

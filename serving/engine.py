@@ -2,9 +2,10 @@
 
 Rows depend only on (model version, seed, labels, row index, sampling options): every run draws its noise with
 `synthserve.contract.noise_feeds` at the rows' indices within the request (candidate indices under best-of-k,
-synthserve.contract.sampling), so how a request is split into runs, and what they are batched with, cannot
-change a value. A large request advances at most `request_window_runs` runs at a time, so other requests' runs
-interleave with its own; a stream computes up to `stream_prefetch_chunks` messages ahead of the one being sent.
+synthserve.contract.sampling) and feeds option inputs (the guidance weight) per row, so how a request is split
+into runs, and what they are batched with, cannot change a value. A large request advances at most
+`request_window_runs` runs at a time, so other requests' runs interleave with its own; a stream computes up to
+`stream_prefetch_chunks` messages ahead of the one being sent.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from synthserve.contract import (
     best_candidates,
     named_outputs,
     noise_feeds,
+    sample_feeds,
 )
 
 __all__ = ["Engine"]
@@ -68,21 +70,18 @@ class Engine:
         Under best-of-k the sample graph computes candidate rows [start*k, stop*k) and the log_prob graph picks
         one per row (synthserve.contract.sampling). `held`: batchers the caller (a stream) holds, by graph, used
         even if a reload retired them."""
-        model = plan.model
-        spec = model.manifest.graphs["sample"]
-        label_input = spec.input_named("label")
-        k = plan.sampling.best_of
+        model, sampling = plan.model, plan.sampling
+        spec = model.manifest.graphs[sampling.graph]
+        k = sampling.best_of
         labels = plan.labels.slice(start, stop) if plan.labels is not None else None
         candidate_labels = labels if labels is None or k == 1 else np.repeat(labels, k)
         first = start * k
 
         def feeds_of(begin: int, end: int) -> dict[str, np.ndarray]:
-            feeds = noise_feeds(spec, plan.seed, begin, end - begin, plan.sampling.temperature)
-            if label_input is not None and candidate_labels is not None:
-                feeds[label_input] = candidate_labels[begin - first : end - first]
-            return feeds
+            run_labels = None if candidate_labels is None else candidate_labels[begin - first : end - first]
+            return sample_feeds(spec, plan.seed, begin, end - begin, sampling, run_labels)
 
-        batcher = held["sample"] if held else self.batchers.get(model, "sample")
+        batcher = held[sampling.graph] if held else self.batchers.get(model, sampling.graph)
         outputs = await self._submit_runs(batcher, first, stop * k, feeds_of, deadline, held=bool(held))
         rows = outputs[0][0] if len(outputs) == 1 else np.concatenate([o[0] for o in outputs])
         if k > 1:
@@ -102,7 +101,7 @@ class Engine:
         The stream holds its version's batchers: a reload that retires the version mid-way lets it finish."""
         pending: list[tuple[int, asyncio.Task[tuple[np.ndarray, np.ndarray | None]]]] = []
         next_start = 0
-        graphs = ("sample", "log_prob") if plan.sampling.best_of > 1 else ("sample",)
+        graphs = (plan.sampling.graph, "log_prob") if plan.sampling.best_of > 1 else (plan.sampling.graph,)
         held = {graph: self.batchers.get(plan.model, graph) for graph in graphs}
         try:
             with contextlib.ExitStack() as holds:

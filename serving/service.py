@@ -63,11 +63,12 @@ def _sampling(
         options.temperature if options.HasField("temperature") else None,
         options.best_of if options.HasField("best_of") else None,
         defaults,
+        options.guidance if options.HasField("guidance") else None,
     )
 
 
 def _echo(options: SamplingOptions) -> pb.SamplingOptions:
-    return pb.SamplingOptions(temperature=options.temperature, best_of=options.best_of)
+    return pb.SamplingOptions(temperature=options.temperature, best_of=options.best_of, guidance=options.guidance)
 
 
 def _seed(request: Any) -> int | None:

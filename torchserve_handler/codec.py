@@ -20,6 +20,7 @@ import numpy as np
 
 from synthserve.contract import (
     MAX_BEST_OF,
+    MAX_GUIDANCE,
     MAX_TEMPERATURE,
     MISSING_CODE,
     PLAIN_SAMPLING,
@@ -48,7 +49,7 @@ __all__ = [
     "rows_from_columns",
 ]
 
-SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding", "temperature", "best_of")
+SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding", "temperature", "best_of", "guidance")
 ENCODINGS = ("json", "npy")
 SCORE_FIELDS = ("rows", "seed", "fpr")
 MAX_SEED = 2**64
@@ -61,7 +62,7 @@ class SampleRequest:
     label: str | None  # a class label as text, like the gRPC API's
     proportions: dict[str, float] | None  # class label as text -> weight
     encoding: str = "json"  # json | npy
-    sampling: SamplingOptions = PLAIN_SAMPLING  # temperature and best-of-k, as the gRPC API's SamplingOptions
+    sampling: SamplingOptions = PLAIN_SAMPLING  # temperature, best-of-k, guidance: the gRPC API's SamplingOptions
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | Sco
     if not 0.0 < temperature <= MAX_TEMPERATURE:
         raise InvalidRequest(f"temperature: must be in (0, {MAX_TEMPERATURE}], got {temperature}")
     best_of = 1 if body.get("best_of") is None else _integer(body["best_of"], "best_of", 1, MAX_BEST_OF)
+    guidance = 1.0 if body.get("guidance") is None else _number(body["guidance"], "guidance")
+    if not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise InvalidRequest(f"guidance: must be in [0, {MAX_GUIDANCE}], got {guidance}")
     n_rows = _integer(body["n"], "n", 1, max_rows)
     if n_rows * best_of > max_rows:
         raise InvalidRequest(f"n x best_of: {n_rows} x {best_of} rows to compute exceed the limit of {max_rows}")
@@ -142,7 +146,7 @@ def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | Sco
         label=None if label is None else str(label),
         proportions=proportions,
         encoding=encoding,
-        sampling=SamplingOptions(temperature, best_of),
+        sampling=SamplingOptions(temperature, best_of, guidance),
     )
 
 

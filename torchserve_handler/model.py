@@ -34,7 +34,7 @@ from torchserve_handler.errors import ArtifactError
 __all__ = ["SERVED_GRAPHS", "ExportedModel", "verify_graph_files"]
 
 # The handler serves sampling and density; `encode` stays a gRPC-server feature.
-SERVED_GRAPHS = ("sample", "log_prob")
+SERVED_GRAPHS = ("sample", "sample_guided", "log_prob")
 
 
 def verify_graph_files(directory: Path, manifest: Manifest) -> list[str]:
@@ -85,7 +85,8 @@ class ExportedModel:
     ) -> np.ndarray:
         """Rows 0..n_rows-1 of the request under `seed` and the sampling options: float32 [n, D] in graph units
         and codes, the gRPC server's rows (synthserve.contract.sample_rows)."""
-        resolve_sampling(self.manifest, options.temperature, options.best_of)  # best_of > 1 needs a posterior
+        # best_of > 1 needs a posterior, guidance != 1 a sample_guided graph
+        resolve_sampling(self.manifest, options.temperature, options.best_of, guidance=options.guidance)
         return sample_rows(self.manifest.graphs, self._run, seed, labels, n_rows, options)
 
     def score(self, rows: np.ndarray, seed: int) -> Scores:

@@ -40,6 +40,9 @@ class TorchScriptGraphs(nn.Module):
     def sample(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         return run_graph(self.model, "sample", inputs)
 
+    def sample_guided(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        return run_graph(self.model, "sample_guided", inputs)
+
     def log_prob(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         return run_graph(self.model, "log_prob", inputs)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthserve.contract import GraphSpec, Manifest, load_manifest, noise_feeds
+from synthserve.contract import GraphSpec, Manifest, SamplingOptions, load_manifest, noise_feeds
 from synthserve.contract.sessions import open_session
 
 __all__ = ["CHUNK_ROWS", "ExportedModel", "feeds_for"]
@@ -25,8 +25,10 @@ def feeds_for(
     n_rows: int,
     rows: np.ndarray | None = None,
     label: np.ndarray | None = None,
+    guidance: float = 1.0,
 ) -> dict[str, np.ndarray]:
-    """Inputs of one graph run: noise input j from stream j at the rows' request indices."""
+    """Inputs of one graph run: noise input j from stream j at the rows' request indices; a `sample_guided`
+    graph's weight `guidance` for every row."""
     feeds = noise_feeds(spec, seed, start_row, n_rows)
     for tensor in spec.inputs:
         if tensor.role == "rows":
@@ -37,6 +39,8 @@ def feeds_for(
             if label is None:
                 raise ValueError(f"graph input {tensor.name!r} needs class indices")
             feeds[tensor.name] = np.ascontiguousarray(label, dtype=np.int64)
+        elif tensor.role == "guidance":
+            feeds[tensor.name] = np.full(n_rows, guidance, dtype=np.float32)
     return feeds
 
 
@@ -51,7 +55,13 @@ class ExportedModel:
         }
 
     def _run(
-        self, graph: str, n: int, seed: int, rows: np.ndarray | None, label: np.ndarray | None
+        self,
+        graph: str,
+        n: int,
+        seed: int,
+        rows: np.ndarray | None,
+        label: np.ndarray | None,
+        guidance: float = 1.0,
     ) -> list[np.ndarray]:
         spec = self.manifest.graphs[graph]
         chunks: list[list[np.ndarray]] = []
@@ -64,13 +74,16 @@ class ExportedModel:
                 n_rows=end - begin,
                 rows=None if rows is None else rows[begin:end],
                 label=None if label is None else label[begin:end],
+                guidance=guidance,
             )
             chunks.append(self.sessions[graph].run([o.name for o in spec.outputs], feeds))
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(spec.outputs))]
 
-    def sample(self, label: np.ndarray, seed: int) -> np.ndarray:
-        """Rows [N, D] for class indices `label` [N] (ignored by unconditional models)."""
-        return self._run("sample", len(label), seed, None, label)[0]
+    def sample(self, label: np.ndarray, seed: int, guidance: float = 1.0) -> np.ndarray:
+        """Rows [N, D] for class indices `label` [N] (ignored by unconditional models); a guidance weight other
+        than 1 runs the `sample_guided` graph (the server's rule: synthserve.contract.SamplingOptions.graph)."""
+        graph = SamplingOptions(guidance=guidance).graph
+        return self._run(graph, len(label), seed, None, label, guidance)[0]
 
     def log_prob(self, rows: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log p(x) [N], log p(x|c) [N, C], p(c|x) [N, C]); seed 0 as the server scores."""

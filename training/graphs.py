@@ -1,6 +1,7 @@
 """The graphs a trained model exports: what each takes and returns, and the modules the exporters trace.
 
-Graph I/O follows docs/model_store.md: sample(noise..., label) -> rows; log_prob(rows, noise...) ->
+Graph I/O follows docs/model_store.md: sample(noise..., label) -> rows; sample_guided(noise..., label, guidance)
+-> rows (the sample graph's noise; guidance [B] the weight per row); log_prob(rows, noise...) ->
 (log_prob, log_prob_cond, posterior); encode(rows, label, noise...) -> latent. The output names and their order
 are the contract's (`synthserve.contract.graphs.GRAPH_OUTPUTS`): serving reads outputs by those names.
 """
@@ -43,8 +44,10 @@ def graph_specs(model: GenerativeModel, schema: Schema) -> dict[str, GraphSpec]:
     def outputs(graph: str) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(name, "float32", shape(name), "output") for name in GRAPH_OUTPUTS[graph])
 
+    guidance = TensorSpec("guidance", "float32", (None,), "guidance")
     inputs = {
         "sample": (*noise("sample"), *label),
+        "sample_guided": (*noise("sample_guided"), *label, guidance),
         "log_prob": (rows, *noise("log_prob")),
         "encode": (rows, *label, *noise("encode")),
     }
@@ -58,6 +61,8 @@ def run_graph(model: GenerativeModel, graph: str, inputs: tuple[Tensor, ...]) ->
         noise = list(inputs[:-1]) if conditional else list(inputs)
         label = inputs[-1] if conditional else torch.zeros(inputs[0].shape[0], dtype=torch.long)
         return (model.sample(noise, label),)
+    if graph == "sample_guided":  # only conditional models guide
+        return (model.sample_guided(list(inputs[:-2]), inputs[-2], inputs[-1]),)
     if graph == "log_prob":
         return model.density(inputs[0], list(inputs[1:]))
     rows = inputs[0]
@@ -91,6 +96,8 @@ def random_inputs(
                 out.append(torch.rand(shape, generator=generator).clamp(2.0**-24, 1 - 2.0**-24))
         elif t.role == "label":
             out.append(torch.randint(0, model.n_classes, (batch,), generator=generator))
+        elif t.role == "guidance":  # weights across the served range's usual part, [0, 4)
+            out.append(4.0 * torch.rand((batch,), generator=generator))
         else:
             labels = torch.randint(0, model.n_classes, (batch,), generator=generator)
             noise = [

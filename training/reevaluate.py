@@ -16,13 +16,13 @@ import uuid
 from pathlib import Path
 
 import synthserve
-from synthserve.contract import load_manifest, model_versions, sha256_file
+from synthserve.contract import Manifest, load_manifest, model_versions, sha256_file
 from synthserve.contract.manifest import MANIFEST_FILE
 from training.data import Prepared, prepare_data
 from training.evaluate import REPORT_FILE, evaluate_prepared
 from training.exported import ExportedModel
 
-__all__ = ["EVALUATION_PREFIX", "evaluate_published"]
+__all__ = ["EVALUATION_PREFIX", "evaluate_published", "prepare_version_data"]
 
 EVALUATION_PREFIX = "evaluation-"  # evaluation-<UTC time>.json, with its report folder of the same name
 
@@ -40,18 +40,23 @@ def evaluate_published(model_store: Path, name: str, version: int | None = None)
         raise FileNotFoundError(f"--version {version}: {name!r} has no such version (published: {published})")
     directory = parent / str(version if version is not None else versions[-1])
     manifest = load_manifest(directory)
+    _check_training_data(str(manifest.training["data"]), directory)
+    prepared = prepare_version_data(manifest)
+    report = directory / REPORT_FILE
+    history = json.loads(report.read_text()).get("history") if report.exists() else None
+    return _write_evaluation(directory, prepared, history)
+
+
+def prepare_version_data(manifest: Manifest) -> Prepared:
+    """The data a version was trained on, split and encoded as its training split it (manifest.training)."""
     training = manifest.training
-    _check_training_data(str(training["data"]), directory)
-    prepared = prepare_data(
+    return prepare_data(
         training["data"],
         training.get("label"),
         bool(training.get("impute")),
         int(training["seed"]),
         training.get("column_kinds"),
     )
-    report = directory / REPORT_FILE
-    history = json.loads(report.read_text()).get("history") if report.exists() else None
-    return _write_evaluation(directory, prepared, history)
 
 
 def _check_training_data(source: str, directory: Path) -> None:

@@ -39,15 +39,17 @@ def utility_metrics(
     train_labels: np.ndarray,
     heldout_rows: np.ndarray,
     heldout_labels: np.ndarray,
+    guidance: float = 1.0,
 ) -> dict[str, float | int] | None:
-    """TSTR against TRTR (module docstring); None for an unlabelled table or a part with a single class."""
+    """TSTR against TRTR (module docstring), synthetic rows drawn with the guidance weight `guidance` (1: plain);
+    None for an unlabelled table or a part with a single class."""
     schema = model.manifest.schema
     rng = np.random.default_rng(EVALUATION_SEED)
     index = np.sort(rng.choice(len(train_rows), min(len(train_rows), MAX_PAIRED_ROWS), replace=False))
     labels = train_labels[index]
     if schema.label is None or len(np.unique(labels)) < 2 or len(np.unique(heldout_labels)) < 2:
         return None
-    synthetic = served_rows(model.sample(labels, seed=EVALUATION_SEED), schema)
+    synthetic = served_rows(model.sample(labels, seed=EVALUATION_SEED, guidance=guidance), schema)
     test = design_matrix(heldout_rows, None, schema)
 
     def auc(rows: np.ndarray) -> float:

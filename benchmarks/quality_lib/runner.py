@@ -96,7 +96,8 @@ def _cost_records(fold: Fold, method: str, prefix: str, trained: TrainResult, me
 def sampling_method(family: str, options: SamplingOptions) -> str:
     if options == SamplingOptions():
         return family
-    return f"{family}(T={options.temperature:g},k={options.best_of})"
+    guidance = f",w={options.guidance:g}" if options.guidance != 1.0 else ""
+    return f"{family}(T={options.temperature:g},k={options.best_of}{guidance})"
 
 
 def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Standardizer, work: Path) -> list[Record]:
@@ -113,6 +114,8 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
     for options in config.sampling:
         if options.best_of > 1 and not scorable:
             continue  # no posterior to choose by (GAN): plain sampling is measured under the family's name
+        if options.graph not in model.manifest.graphs:
+            continue  # no guided sampler (every family but diffusion)
         added = std(model.sample(n_new, seed=family.seed + fold.index, label=MINORITY, options=options))
         records += _utility_records(fold, sampling_method(family.family, options), x_train, added, x_test)
     # Fidelity and privacy on a sample with the training fold's class counts (a fresh seed: other noise).

@@ -159,12 +159,14 @@ class ClassProportions(_message.Message):
     def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SamplingOptions(_message.Message):
-    __slots__ = ("temperature", "best_of")
+    __slots__ = ("temperature", "best_of", "guidance")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     BEST_OF_FIELD_NUMBER: _ClassVar[int]
+    GUIDANCE_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     best_of: int
-    def __init__(self, temperature: _Optional[float] = ..., best_of: _Optional[int] = ...) -> None: ...
+    guidance: float
+    def __init__(self, temperature: _Optional[float] = ..., best_of: _Optional[int] = ..., guidance: _Optional[float] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

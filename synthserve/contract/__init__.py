@@ -51,6 +51,7 @@ from synthserve.contract.quoting import close_matches, shown
 from synthserve.contract.sampling import (
     BALANCE_SAMPLING,
     MAX_BEST_OF,
+    MAX_GUIDANCE,
     MAX_TEMPERATURE,
     PLAIN_SAMPLING,
     SCORING_STREAM_OFFSET,
@@ -59,6 +60,7 @@ from synthserve.contract.sampling import (
     has_class_posterior,
     noise_feeds,
     resolve_sampling,
+    sample_feeds,
     sample_rows,
     selects_by_posterior,
 )
@@ -82,6 +84,7 @@ __all__ = [
     "LATENT",
     "LOG_DENSITY",
     "MAX_BEST_OF",
+    "MAX_GUIDANCE",
     "MAX_TEMPERATURE",
     "MISSING_CODE",
     "OTHER_LABEL",
@@ -126,6 +129,7 @@ __all__ = [
     "require_graph",
     "resolve_sampling",
     "row_bytes",
+    "sample_feeds",
     "sample_rows",
     "selects_by_posterior",
     "sha256_file",

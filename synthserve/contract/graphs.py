@@ -35,6 +35,7 @@ LATENT = "latent"  # encode: [n, L]
 
 GRAPH_OUTPUTS: Mapping[str, tuple[str, ...]] = {
     "sample": (ROWS,),
+    "sample_guided": (ROWS,),
     "log_prob": (LOG_DENSITY, CLASS_LOG_DENSITY, POSTERIOR),
     "encode": (LATENT,),
 }

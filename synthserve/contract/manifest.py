@@ -33,9 +33,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-GRAPH_NAMES = ("sample", "log_prob", "encode")
+GRAPH_NAMES = ("sample", "sample_guided", "log_prob", "encode")
 COLUMN_KINDS = ("continuous", "integer", "categorical")
-TENSOR_ROLES = ("noise", "label", "rows", "output")
+TENSOR_ROLES = ("noise", "label", "rows", "guidance", "output")
 TENSOR_DTYPES = ("float32", "int64")
 DATETIME_UNITS = ("D", "h", "m", "s", "ms", "us")
 MAX_DECIMALS = 12
@@ -101,7 +101,7 @@ class TensorSpec:
     name: str
     dtype: str  # float32 | int64
     shape: tuple[int | None, ...]
-    role: str  # noise | label | rows | output
+    role: str  # noise | label | rows | guidance | output
     distribution: str | None = None  # noise only: normal | uniform (synthserve.contract.noise)
 
     # Cached (frozen specs never change): the server reads these for every request.

@@ -147,6 +147,8 @@ def _parse_manifest(data: Any) -> Manifest:
         graphs[gname] = _parse_graph(graw, f"graphs.{gname}.")
     if "sample" not in graphs:
         raise ManifestError("graphs.sample: every model must export a sample graph")
+    if "sample_guided" in graphs and graphs["sample_guided"].input_named("guidance") is None:
+        raise ManifestError("graphs.sample_guided: needs an input with role 'guidance' (the weight of each row)")
     declared = data.get("capabilities")
     if declared is not None:
         if not isinstance(declared, list) or not all(isinstance(c, str) for c in declared):
@@ -297,6 +299,8 @@ def _parse_tensor(item: Any, where: str) -> TensorSpec:
     if not shape or shape[0] is not None or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in fixed):
         raise ManifestError(f"{where}shape: {list(shape)} must be [null, positive ints...] (dynamic batch first)")
     distribution = raw.get("distribution")
+    if role == "guidance" and (dtype != "float32" or len(shape) != 1):
+        raise ManifestError(f"{where}shape: a guidance input is float32 [null] (one weight per row)")
     if role == "noise" and distribution not in ("normal", "uniform"):
         raise ManifestError(f"{where}distribution: noise must be 'normal' or 'uniform', got {distribution!r}")
     return TensorSpec(_require(raw, "name", str, where), dtype, shape, role, distribution)

@@ -1,4 +1,5 @@
-"""Sampling options on top of the noise rule: a temperature and best-of-k selection by the model's posterior.
+"""Sampling options on top of the noise rule: a temperature, best-of-k selection by the model's posterior, and a
+classifier-free guidance weight.
 
 - **temperature** `T` (`0 < T <= MAX_TEMPERATURE`): every `normal` noise input of the sample graph is multiplied
   by `T` (uniform inputs, e.g. Gumbel noise for categories, are left alone). `T < 1` draws rows nearer the
@@ -8,8 +9,13 @@
   `log_prob` graph scores them, and the candidate with the highest posterior `p(label_i | x)` wins (the first on
   ties). Scoring noise (the VAE's importance samples) for candidate `c` is row `c` of noise stream
   `SCORING_STREAM_OFFSET + j`. `k = 1` is plain sampling and needs no `log_prob` graph.
+- **guidance** `w` (`0 <= w <= MAX_GUIDANCE`): classifier-free guidance for models that export a `sample_guided`
+  graph (conditional diffusion): the velocity v_null + w (v_c - v_null), `w` fed per row as the graph's
+  `guidance` input, its noise inputs the `sample` graph's (same seed, same x0: only w moves the rows). `w = 1` is
+  the plain conditional model, computed by the `sample` graph (half the network evaluations), `w = 0` the
+  unconditional one; `w > 1` pushes rows towards what tells their class apart.
 
-Row `i` therefore still depends only on (version, seed, label, row index, T, k), so batching, chunking and
+Row `i` therefore still depends only on (version, seed, label, row index, T, k, w), so batching, chunking and
 streaming cannot change it. The server applies these options; offline users of the exported graphs call the
 same functions, so that both produce the same rows.
 """
@@ -29,6 +35,7 @@ from synthserve.contract.noise import draw_noise
 __all__ = [
     "BALANCE_SAMPLING",
     "MAX_BEST_OF",
+    "MAX_GUIDANCE",
     "MAX_TEMPERATURE",
     "PLAIN_SAMPLING",
     "SCORING_STREAM_OFFSET",
@@ -37,12 +44,15 @@ __all__ = [
     "has_class_posterior",
     "noise_feeds",
     "resolve_sampling",
+    "sample_feeds",
     "sample_rows",
     "selects_by_posterior",
 ]
 
 MAX_TEMPERATURE = 4.0
 MAX_BEST_OF = 64
+MAX_GUIDANCE = 10.0
+GUIDED_GRAPH = "sample_guided"
 SCORING_STREAM_OFFSET = 1 << 16
 
 
@@ -50,15 +60,23 @@ SCORING_STREAM_OFFSET = 1 << 16
 class SamplingOptions:
     temperature: float = 1.0
     best_of: int = 1
+    guidance: float = 1.0  # 1: the plain conditional model
 
     def __post_init__(self) -> None:
         if not 0.0 < self.temperature <= MAX_TEMPERATURE:
             raise ValueError(f"temperature must be in (0, {MAX_TEMPERATURE}], got {self.temperature}")
         if not 1 <= self.best_of <= MAX_BEST_OF:
             raise ValueError(f"best_of must be in [1, {MAX_BEST_OF}], got {self.best_of}")
+        if not 0.0 <= self.guidance <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be in [0, {MAX_GUIDANCE}], got {self.guidance}")
+
+    @property
+    def graph(self) -> str:
+        """The graph that draws the candidate rows: `sample`, or `sample_guided` for a guidance weight other than 1."""
+        return "sample" if self.guidance == 1.0 else GUIDED_GRAPH
 
 
-PLAIN_SAMPLING = SamplingOptions()  # temperature 1, best of 1: plain sampling
+PLAIN_SAMPLING = SamplingOptions()  # temperature 1, best of 1, guidance 1: plain sampling
 # What the server's Balance uses when a request leaves the options out: best of 5 by the model's posterior,
 # chosen on the quality benchmark's development datasets (docs/quality.md), which measures it by this name.
 BALANCE_SAMPLING = SamplingOptions(temperature=1.0, best_of=5)
@@ -79,6 +97,21 @@ def noise_feeds(
     return feeds
 
 
+def sample_feeds(
+    spec: GraphSpec, seed: int, start_row: int, n_rows: int, options: SamplingOptions, labels: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Inputs of a sample graph for candidate rows [start_row, start_row + n_rows): the noise (normal inputs scaled
+    by the temperature), `labels` (the class index per row, where the graph takes one) and the guidance weight."""
+    feeds = noise_feeds(spec, seed, start_row, n_rows, options.temperature)
+    label_input = spec.input_named("label")
+    if label_input is not None and labels is not None:
+        feeds[label_input] = labels
+    guidance_input = spec.input_named("guidance")
+    if guidance_input is not None:
+        feeds[guidance_input] = np.full(n_rows, options.guidance, dtype=np.float32)
+    return feeds
+
+
 def has_class_posterior(graphs: Mapping[str, GraphSpec]) -> bool:
     """Whether the graphs can rank best-of-k candidates: a `log_prob` graph with a `posterior` output."""
     scoring = graphs.get("log_prob")
@@ -95,25 +128,39 @@ def resolve_sampling(
     temperature: float | None,
     best_of: int | None,
     defaults: SamplingOptions = PLAIN_SAMPLING,
+    guidance: float | None = None,
 ) -> SamplingOptions:
     """A request's options: absent fields from `defaults` (a default best_of becomes 1 for a model that cannot
-    select); RequestError naming `sampling.<field>` and its bounds, UnsupportedRequest for best_of > 1 on a model
-    without a class posterior."""
+    select, a default guidance 1 for a model without a guided graph); RequestError naming `sampling.<field>` and
+    its bounds, UnsupportedRequest for best_of > 1 on a model without a class posterior or a guidance weight on a
+    model without a `sample_guided` graph."""
     can_select = selects_by_posterior(manifest)
-    if temperature is None and best_of is None and (can_select or defaults.best_of == 1):
+    can_guide = GUIDED_GRAPH in manifest.graphs
+    if (
+        temperature is None
+        and best_of is None
+        and guidance is None
+        and (can_select or defaults.best_of == 1)
+        and (can_guide or defaults.guidance == 1.0)
+    ):
         return defaults  # the common request: no options given, no new object
     try:
         options = SamplingOptions(
-            defaults.temperature if temperature is None else temperature, 1 if best_of is None else best_of
+            defaults.temperature if temperature is None else temperature,
+            (defaults.best_of if can_select else 1) if best_of is None else best_of,
+            (defaults.guidance if can_guide else 1.0) if guidance is None else guidance,
         )
     except ValueError as exc:
         raise RequestError(f"sampling.{exc}") from None
-    if best_of is None:
-        return SamplingOptions(options.temperature, defaults.best_of if can_select else 1)
-    if best_of > 1 and not can_select:
+    if options.best_of > 1 and not can_select:
         raise UnsupportedRequest(
             f"sampling.best_of {best_of}: model {manifest.name!r} ({manifest.family}) has no class posterior "
             "to choose by (needs a conditional model with a log_prob graph)"
+        )
+    if options.guidance != 1.0 and not can_guide:
+        raise UnsupportedRequest(
+            f"sampling.guidance {guidance:g}: model {manifest.name!r} ({manifest.family}) has no classifier-free "
+            f"guidance (needs a conditional model with a {GUIDED_GRAPH} graph: the diffusion family)"
         )
     return options
 
@@ -140,15 +187,12 @@ def sample_rows(
     """Rows 0..n_rows-1 of a request in one pass (no batching), for callers that run the graphs themselves
     (the TorchServe handler, the quality benchmark); the gRPC server applies the same rule chunk by chunk.
     `labels`: class index per row, None for an unconditional model."""
-    spec = graphs["sample"]
+    spec = graphs[options.graph]
     k = options.best_of
-    feeds = noise_feeds(spec, seed, 0, n_rows * k, options.temperature)
-    label_input = spec.input_named("label")
-    if label_input is not None:
-        if labels is None:
-            raise ValueError("a conditional model needs a class index per row")
-        feeds[label_input] = np.repeat(labels, k) if k > 1 else labels
-    (rows,) = run("sample", feeds)
+    if labels is None and spec.input_named("label") is not None:
+        raise ValueError("a conditional model needs a class index per row")
+    candidate_labels = np.repeat(labels, k) if labels is not None and k > 1 else labels
+    (rows,) = run(options.graph, sample_feeds(spec, seed, 0, n_rows * k, options, candidate_labels))
     if k == 1:
         return rows
     scoring = graphs.get("log_prob")

@@ -18,11 +18,13 @@ import pytest
 from onnx import TensorProto, helper
 from threadpoolctl import threadpool_limits
 
+from benchmarks.quality import _parse_sampling
 from benchmarks.quality_lib.baselines import iforest_scores, knn_distance_scores, random_oversample, smote
 from benchmarks.quality_lib.data import DEV_DATASETS, Standardizer, all_datasets, load_folds
 from benchmarks.quality_lib.generator import OnnxModel, write_training_csv
 from benchmarks.quality_lib.metrics import anomaly_auroc, c2st_auc, dcr_ratio, g_mean, utility_scores
 from benchmarks.quality_lib.report import per_dataset, summary_tables
+from benchmarks.quality_lib.runner import sampling_method
 from synthserve.contract import (
     Column,
     GraphSpec,
@@ -341,3 +343,16 @@ def test_quick_flow_runs_end_to_end_through_the_exported_graphs(tmp_path: Path) 
     assert len(flow) == 3 and (flow["failed_folds"] == 0).all(), (tmp_path / "records.csv").read_text()[-3000:]
     columns = ["auroc", "gmean", "f1", "anomaly_auroc", "c2st_auc", "dcr_ratio", "train_cpu_s", "anomaly_train_cpu_s"]
     assert np.isfinite(flow[columns].to_numpy()).all()
+
+
+def test_sampling_options_parse_with_an_optional_guidance_and_name_their_method() -> None:
+    options = _parse_sampling("1:1,1:5,1:1:2")
+    assert options == (SamplingOptions(), SamplingOptions(1.0, 5), SamplingOptions(1.0, 1, 2.0))
+    assert [sampling_method("diffusion", o) for o in options] == [
+        "diffusion",
+        "diffusion(T=1,k=5)",
+        "diffusion(T=1,k=1,w=2)",
+    ]
+    for bad in ("1:1:2:3", "1:1:-1", "1"):
+        with pytest.raises(SystemExit, match="--sampling: expected TEMPERATURE:BEST_OF"):
+            _parse_sampling(bad)

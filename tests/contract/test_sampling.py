@@ -21,6 +21,7 @@ from synthserve.contract import (
     draw_noise,
     noise_feeds,
     resolve_sampling,
+    sample_feeds,
     selects_by_posterior,
 )
 from tests.contract.test_manifest import make_manifest
@@ -93,3 +94,39 @@ def test_resolve_sampling_best_of_needs_a_class_posterior() -> None:
     assert resolve_sampling(no_density, None, 1) == PLAIN_SAMPLING
     with pytest.raises(UnsupportedRequest, match=r"sampling.best_of 2: model 'toy' \(flow\) has no class posterior"):
         resolve_sampling(no_density, None, 2)
+
+
+GUIDED = GraphSpec(
+    "sample_guided.onnx",
+    (*SPEC.inputs, TensorSpec("guidance", "float32", (None,), "guidance")),
+    SPEC.outputs,
+)
+
+
+def test_guidance_runs_the_guided_graph_and_needs_one() -> None:
+    plain = dataclasses.replace(make_manifest(), family="diffusion", graphs={"sample": SPEC})
+    guided = dataclasses.replace(plain, graphs={"sample": SPEC, "sample_guided": GUIDED})
+    options = resolve_sampling(guided, None, None, guidance=2.5)
+    assert options == SamplingOptions(1.0, 1, 2.5) and options.graph == "sample_guided"
+    # w = 1 is plain sampling: the sample graph, the same options as leaving it out.
+    assert resolve_sampling(guided, None, None, guidance=1.0) == PLAIN_SAMPLING
+    assert PLAIN_SAMPLING.graph == "sample"
+    assert resolve_sampling(plain, None, None, guidance=1.0) == PLAIN_SAMPLING
+    with pytest.raises(
+        UnsupportedRequest, match=r"sampling.guidance 2: model 'toy' \(diffusion\) has no classifier-free"
+    ):
+        resolve_sampling(plain, None, None, guidance=2.0)
+    for bad in (-0.1, 10.5, float("nan")):
+        with pytest.raises(RequestError, match=r"sampling.guidance must be in \[0, 10.0\]"):
+            resolve_sampling(guided, None, None, guidance=bad)
+
+
+def test_sample_feeds_give_every_row_its_weight_and_the_sample_graphs_noise() -> None:
+    labels = np.array([0, 1, 1], dtype=np.int64)
+    feeds = sample_feeds(GUIDED, 9, 4, 3, SamplingOptions(0.5, 1, 3.0), labels)
+    plain = sample_feeds(SPEC, 9, 4, 3, SamplingOptions(0.5), labels)
+    assert sorted(feeds) == ["g", "guidance", "label", "z"] and sorted(plain) == ["g", "label", "z"]
+    np.testing.assert_array_equal(feeds["guidance"], np.full(3, 3.0, np.float32))
+    for name in ("z", "g", "label"):
+        np.testing.assert_array_equal(feeds[name], plain[name])
+    np.testing.assert_array_equal(feeds["z"], 0.5 * draw_noise(9, 0, 4, 3, (3,), "normal"))

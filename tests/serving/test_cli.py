@@ -221,10 +221,12 @@ def test_sample_passes_sampling_options_and_reports_them(
     argv = ["sample", "--target", server.target, "--model", "gauss", "--rows", "5", "--label", "pos", "--seed", "1"]
     assert main([*argv, "--temperature", "0.5", "--best-of", "3"]) == 0
     captured = capsys.readouterr()
-    assert "seed 1, version 2, temperature 0.5, best_of 3" in captured.err
+    assert "seed 1, version 2, temperature 0.5, best_of 3, guidance 1" in captured.err
     assert len(captured.out.strip().splitlines()) == 6  # header + 5 rows
     assert main([*argv, "--best-of", "99"]) == 1
     assert "INVALID_ARGUMENT: sampling.best_of must be in [1, 64], got 99" in capsys.readouterr().err
+    assert main([*argv, "--guidance", "2"]) == 1
+    assert "FAILED_PRECONDITION: sampling.guidance 2: model 'gauss' (flow)" in capsys.readouterr().err
 
 
 # Bad input: one stderr line that names the field, exit status 2, no traceback and nothing sent to the server.

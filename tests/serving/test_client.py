@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +35,7 @@ def test_sample_returns_labelled_frames_with_training_names_and_labels(client: S
     frame = client.sample("gauss", 100, label="pos", seed=3, version=1)
     assert list(frame.columns) == ["x0", "x1", "cat", "y"]
     assert frame["x0"].dtype == np.float64 and set(frame["cat"]) <= set(CATEGORIES) and set(frame["y"]) == {"pos"}
-    assert frame.attrs == {"seed": 3, "version": 1, "temperature": 1.0, "best_of": 1}
+    assert frame.attrs == {"seed": 3, "version": 1, "temperature": 1.0, "best_of": 1, "guidance": 1.0}
     expected = expected_rows(3, np.ones(100, dtype=np.int64), 1)
     np.testing.assert_allclose(frame[["x0", "x1"]].to_numpy(), expected[:, :2], rtol=2e-6, atol=2e-6)
     assert [CATEGORIES.index(c) for c in frame["cat"]] == expected[:, 2].astype(int).tolist()
@@ -43,13 +44,15 @@ def test_sample_returns_labelled_frames_with_training_names_and_labels(client: S
 def test_sampling_options_reach_the_server_and_come_back_in_attrs(client: SynthClient) -> None:
     options = {"label": "pos", "seed": 31, "version": 1, "temperature": 0.5, "best_of": 3}
     frame = client.sample("gauss", 50, **options)  # type: ignore[arg-type]
-    assert frame.attrs == {"seed": 31, "version": 1, "temperature": 0.5, "best_of": 3}
+    assert frame.attrs == {"seed": 31, "version": 1, "temperature": 0.5, "best_of": 3, "guidance": 1.0}
     streamed = pd.concat(list(client.sample_stream("gauss", 50, chunk_rows=7, **options)), ignore_index=True)  # type: ignore[arg-type]
     pd.testing.assert_frame_equal(streamed, frame)
     assert not frame.equals(client.sample("gauss", 50, label="pos", seed=31, version=1))
     table = pd.DataFrame({"x0": [0.0] * 5, "x1": [0.0] * 5, "cat": ["a"] * 5, "y": ["neg"] * 4 + ["pos"]})
     balanced = client.balance(table, "y", "gauss", seed=1, version=1, best_of=2)
     assert balanced.attrs["best_of"] == 2 and balanced["y"].tolist() == ["pos"] * 3
+    with pytest.raises(grpc.RpcError, match=r"sampling\.guidance 2: model 'gauss' \(flow\) has no classifier-free"):
+        client.sample("gauss", 5, guidance=2.0)
 
 
 def test_sample_stream_concatenates_to_the_unary_sample(client: SynthClient) -> None:

@@ -146,6 +146,16 @@ def test_balance_takes_the_servers_best_of_unless_the_request_sets_it(balancing_
         ("gauss", pb.SamplingOptions(best_of=65), 5, "INVALID_ARGUMENT", "sampling.best_of must be in [1, 64]"),
         ("gauss-gan", pb.SamplingOptions(best_of=2), 5, "FAILED_PRECONDITION", "sampling.best_of 2: model 'gauss-gan'"),
         ("gauss", pb.SamplingOptions(best_of=2), 30_000, "INVALID_ARGUMENT", "x sampling.best_of 2 exceeds"),
+        ("gauss", pb.SamplingOptions(guidance=-1), 5, "INVALID_ARGUMENT", "sampling.guidance must be in [0, 10.0]"),
+        ("gauss", pb.SamplingOptions(guidance=10.5), 5, "INVALID_ARGUMENT", "sampling.guidance must be in [0, 10.0]"),
+        ("gauss", pb.SamplingOptions(guidance=float("nan")), 5, "INVALID_ARGUMENT", "sampling.guidance"),
+        (
+            "gauss",
+            pb.SamplingOptions(guidance=2),
+            5,
+            "FAILED_PRECONDITION",
+            "sampling.guidance 2: model 'gauss' (flow)",
+        ),
     ],
 )
 def test_bad_options_are_refused_naming_the_field_and_limit(

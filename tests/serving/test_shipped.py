@@ -8,11 +8,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
 
 from serving.config import BatcherConfig, ServerConfig
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
-from synthserve.contract import Manifest, load_manifest
+from synthserve.contract import Manifest, SamplingOptions, finish_rows, load_manifest, sample_rows
+from synthserve.contract.sessions import open_session
 from tests.serving.conftest import ServerThread
 from tests.serving.helpers import columns_of
 
@@ -145,3 +148,52 @@ def test_balance_score_and_encode_follow_the_capabilities(stub: Stub, name: str)
         with pytest.raises(grpc.RpcError) as info:
             stub.Encode(encode)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.skipif("digits-diffusion" not in SHIPPED, reason="digits-diffusion is not shipped")
+def test_guidance_follows_the_contract_and_sharpens_the_class(stub: Stub) -> None:
+    """Served `sampling.guidance` on digits-diffusion: rows are the contract's (sample_rows over the version's
+    own graphs, finished), streams equal unary calls, and an SVM trained on real digits finds the requested
+    digit more often as w grows (w = 0 is the unconditional model); other families refuse the option."""
+    manifest = _manifest("digits-diffusion")
+    directory = STORE / "digits-diffusion" / str(manifest.version)
+    sessions = {g: open_session(directory / manifest.graphs[g].file) for g in ("sample", "sample_guided")}
+
+    def run(graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(sessions[graph].run(None, feeds))
+
+    digits = load_digits()
+    classifier = SVC(gamma=0.001).fit(digits.data, digits.target)
+    accuracy = {}
+    for guidance in (0.0, 1.0, 3.0):
+        correct = 0
+        for digit in range(10):
+            options = pb.SamplingOptions(guidance=guidance)
+            request = pb.SampleRequest(
+                model="digits-diffusion", num_rows=40, seed=7, label=str(digit), sampling=options
+            )
+            response = stub.Sample(request)
+            assert response.sampling.guidance == guidance
+            rows = _matrix(response.rows)
+            labels = np.full(40, digit, dtype=np.int64)
+            graph_rows = sample_rows(manifest.graphs, run, 7, labels, 40, SamplingOptions(guidance=guidance))
+            expected = np.stack(finish_rows(manifest.schema, graph_rows), axis=1).astype(np.float32)
+            np.testing.assert_allclose(rows, expected, atol=1e-5)
+            correct += int((classifier.predict(rows) == digit).sum())
+        accuracy[guidance] = correct / 400
+    assert accuracy[0.0] < 0.5 < accuracy[1.0] <= accuracy[3.0], accuracy
+    stream = pb.SampleStreamRequest(
+        model="digits-diffusion", num_rows=90, seed=3, chunk_rows=16, sampling=pb.SamplingOptions(guidance=2.5)
+    )
+    unary = pb.SampleRequest(model="digits-diffusion", num_rows=90, seed=3, sampling=pb.SamplingOptions(guidance=2.5))
+    chunks = [_matrix(c.rows) for c in stub.SampleStream(stream)]
+    np.testing.assert_array_equal(np.concatenate(chunks), _matrix(stub.Sample(unary).rows))
+    plain = pb.SampleRequest(model="digits-diffusion", num_rows=20, seed=3)
+    explicit = pb.SampleRequest(
+        model="digits-diffusion", num_rows=20, seed=3, sampling=pb.SamplingOptions(guidance=1.0)
+    )
+    assert stub.Sample(plain).rows == stub.Sample(explicit).rows  # w = 1 is the plain sample graph
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Sample(pb.SampleRequest(model="digits-flow", num_rows=5, sampling=pb.SamplingOptions(guidance=2.0)))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sampling.guidance 2: model 'digits-flow' (flow)" in (info.value.details() or "")

@@ -65,6 +65,8 @@ def test_parse_sample_and_score_requests() -> None:
         ({"n": 1, "best_of": 0}, r"best_of: must be in \[1, 64\], got 0"),
         ({"n": 1, "best_of": 65}, r"best_of: must be in \[1, 64\], got 65"),
         ({"n": 60, "best_of": 2}, r"n x best_of: 60 x 2 rows to compute exceed the limit of 100"),
+        ({"n": 1, "guidance": -0.5}, r"guidance: must be in \[0, 10.0\], got -0.5"),
+        ({"n": 1, "guidance": "strong"}, "guidance: must be a number, got 'strong'"),
         ({"rows": [1]}, "rows: must be an object mapping column names to lists of values"),
         ({"rows": {}, "fpr": "low"}, "fpr: must be a number, got 'low'"),
         ({"rows": {}, "label": "a"}, r"unknown field\(s\) \['label'\]; this request takes \['rows', 'seed', 'fpr'\]"),

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from synthserve.contract import RequestError
+from synthserve.contract import RequestError, SamplingOptions, UnsupportedRequest, draw_noise
+from synthserve.contract.sessions import open_session
+from tests.torchserve.support import SHIPPED_STORE
 from tests.torchserve.tiny_models import COLORS, TINY_MODELS, TinyModel
 from torchserve_handler.errors import ArtifactError
 from torchserve_handler.model import ExportedModel
@@ -42,6 +44,27 @@ def test_rows_depend_only_on_seed_label_and_row_index(models: dict[str, Exported
     large = model.sample(500, 99, model.plan_labels(500, "pos", None))
     np.testing.assert_array_equal(small, large[:5])
     assert not np.array_equal(small, model.sample(5, 100, model.plan_labels(5, "pos", None)))
+
+
+@pytest.mark.skipif(not (SHIPPED_STORE / "breast-cancer-diffusion/1").is_dir(), reason="no shipped diffusion")
+def test_guidance_runs_the_guided_graph_and_is_refused_without_one(models: dict[str, ExportedModel]) -> None:
+    """A guidance weight runs sample_guided with x0 from noise stream 0 and w on every row; w = 1 is the sample
+    graph; a model without a guided graph refuses the option."""
+    directory = SHIPPED_STORE / "breast-cancer-diffusion" / "1"
+    model = ExportedModel(directory)
+    labels = np.arange(30, dtype=np.int64) % 2
+    rows = model.sample(30, 11, labels, SamplingOptions(guidance=2.5))
+    width = model.manifest.graphs["sample_guided"].inputs[0].shape[1]
+    session = open_session(directory / "sample_guided.onnx")
+    x0 = draw_noise(11, 0, 0, 30, (width,), "normal")
+    expected = session.run(None, {"x0": x0, "label": labels, "guidance": np.full(30, 2.5, np.float32)})[0]
+    np.testing.assert_array_equal(rows, expected)
+    assert not np.array_equal(rows, model.sample(30, 11, labels))
+    np.testing.assert_array_equal(
+        model.sample(30, 11, labels, SamplingOptions(guidance=1.0)), model.sample(30, 11, labels)
+    )
+    with pytest.raises(UnsupportedRequest, match=r"sampling\.guidance 2: model 'tiny-cond'"):
+        models[COND.name].sample(5, 1, np.zeros(5, np.int64), SamplingOptions(guidance=2.0))
 
 
 def test_plan_labels(models: dict[str, ExportedModel]) -> None:

@@ -4,7 +4,6 @@ and class-conditional digits."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,7 @@ from sklearn.svm import SVC
 
 from synthserve.contract import finish_rows, load_manifest
 from synthserve.contract.sessions import open_session
-from training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from training.exported import ExportedModel, feeds_for
-from training.models import DiffusionModel
 from training.parity import PARITY_ROUNDING_FACTOR
 from training.pipeline import TrainRequest, train_and_publish
 
@@ -121,29 +118,39 @@ def test_each_class_lands_on_its_cluster(version: Path, clusters: pd.DataFrame) 
         assert (np.abs(spread_ratio - 1.0) < 0.3).all(), (name, spread_ratio)
 
 
-def _guided(model: DiffusionModel, guidance: float) -> DiffusionModel:
-    config = dataclasses.replace(model.config, guidance=guidance)
-    guided = DiffusionModel(config, model.schema, model.transform)
-    guided.load_state_dict(model.state_dict())
-    return guided.eval()
-
-
 def test_guidance_pushes_rows_towards_their_class(version: Path, clusters: pd.DataFrame) -> None:
-    """A classifier of real rows finds more guided samples (w = 3) in the requested class than unconditional ones
-    (w = 0); plain conditional sampling (w = 1) lies in between."""
-    model = load_checkpoint(version / CHECKPOINT_FILE)
-    assert isinstance(model, DiffusionModel)
+    """Through the exported graphs: a classifier of real rows finds more guided samples (w = 3) in the requested
+    class than unconditional ones (w = 0); plain conditional sampling (w = 1, the `sample` graph) lies in between,
+    and the `sample_guided` graph at w = 1 draws the `sample` graph's rows (same x0)."""
+    model = ExportedModel(version)
+    assert [t.role for t in model.manifest.graphs["sample_guided"].inputs] == ["noise", "label", "guidance"]
     classifier = LogisticRegression().fit(clusters[["x", "y"]], clusters["cluster"] == "b")
-    requested = torch.arange(2).repeat_interleave(500)
-    noise = [torch.randn(1000, model.width, generator=torch.Generator().manual_seed(0))]
+    requested = np.repeat(np.arange(2), 500)
     accuracy = {}
     for guidance in (0.0, 1.0, 3.0):
-        with torch.no_grad():
-            rows = _guided(model, guidance).sample(noise, requested).numpy()
+        rows = model.sample(requested, seed=0, guidance=guidance)
         predicted = classifier.predict(pd.DataFrame(rows[:, :2], columns=["x", "y"]))
-        accuracy[guidance] = float((predicted == requested.numpy().astype(bool)).mean())
+        accuracy[guidance] = float((predicted == requested.astype(bool)).mean())
     assert accuracy[0.0] < 0.75, accuracy  # the unconditional model draws either cluster
     assert accuracy[3.0] >= accuracy[1.0] >= accuracy[0.0] + 0.2, accuracy
+    plain = model.sample(requested, seed=0)
+    feeds = feeds_for(model.manifest.graphs["sample_guided"], seed=0, start_row=0, n_rows=1000, label=requested)
+    guided_at_one = model.sessions["sample_guided"].run(["rows"], feeds)[0]
+    np.testing.assert_allclose(guided_at_one[:, :2], plain[:, :2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(guided_at_one[:, 2], plain[:, 2])  # the colour codes
+
+
+def test_guided_rows_do_not_depend_on_batching(version: Path) -> None:
+    """Rows with different weights batched together equal each weight's rows run alone."""
+    spec = load_manifest(version).graphs["sample_guided"]
+    session = open_session(version / spec.file)
+    labels = np.arange(40, dtype=np.int64) % 2
+    weights = np.linspace(0.0, 4.0, 40, dtype=np.float32)
+    feeds = feeds_for(spec, seed=3, start_row=0, n_rows=40, label=labels)
+    together = session.run(["rows"], {**feeds, "guidance": weights})[0]
+    for i in (0, 13, 39):
+        alone = feeds_for(spec, seed=3, start_row=i, n_rows=1, label=labels[i : i + 1], guidance=float(weights[i]))
+        np.testing.assert_array_equal(session.run(["rows"], alone)[0][0], together[i])
 
 
 @pytest.mark.slow

@@ -104,6 +104,10 @@ class GenerativeModel(nn.Module):
         """noise tensors (manifest order), label [B] -> rows [B, D]."""
         raise NotImplementedError
 
+    def sample_guided(self, noise: list[Tensor], label: Tensor, guidance: Tensor) -> Tensor:
+        """`sample` under classifier-free guidance: guidance [B] float32 is each row's weight w."""
+        raise NotImplementedError
+
     def log_prob_cond(self, rows: Tensor, noise: list[Tensor]) -> Tensor:
         """rows [B, D] -> log p(x | c) [B, C]."""
         raise NotImplementedError

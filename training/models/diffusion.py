@@ -15,9 +15,10 @@ that score-based tabular models use (STaSy, Kim et al. 2023), rather than CDTD's
 whose discrete state an ODE solver cannot integrate. No order between codes is assumed: each code is its own axis.
 
 The class enters as a learned embedding with one extra "null" class; in training the label is replaced by the
-null class with probability `label_dropout`, so the sample graph can apply classifier-free guidance (Ho &
-Salimans 2022): v = v_null + w (v_c - v_null), with w = `guidance` (1.0: the plain conditional velocity, one
-network evaluation per solver stage).
+null class with probability `label_dropout`, so sampling can apply classifier-free guidance (Ho & Salimans 2022):
+v = v_null + w (v_c - v_null). The `sample` graph is the plain conditional velocity (w = 1: one network
+evaluation per solver stage); a conditional model also exports `sample_guided`, the same solver with w an input
+per row (two evaluations per stage), which the server runs for a request's `sampling.guidance`.
 
 No density: the exact likelihood of a flow-matching model needs the divergence integrated along the ODE (Hutchinson
 estimates over many steps), and a bound would be no honest anomaly score; like the GAN, it exports `sample` only.
@@ -54,7 +55,6 @@ class DiffusionConfig:
     depth: int = 3  # hidden layers of the velocity network
     time_embedding: int = 32  # sinusoidal features of t
     label_dropout: float = 0.1  # training labels replaced by the null class (classifier-free guidance)
-    guidance: float = 1.0  # w of the sample graph: 1.0 is the plain conditional model, 0.0 the unconditional one
     solver: str = "heun"  # euler | heun
     solver_steps: int = 8  # Heun evaluates the network twice per step
     weight_average_decay: float = 0.999  # the exponential moving average of the weights that is kept
@@ -145,10 +145,11 @@ class DiffusionModel(GenerativeModel):
         self.velocity = VelocityNetwork(self.width, self.n_classes, config)
 
     def capabilities(self) -> tuple[str, ...]:
-        return ("sample",)
+        # Guidance mixes in the unconditional velocity: nothing to mix for a model without classes.
+        return ("sample", "sample_guided") if self.conditional else ("sample",)
 
     def noise_inputs(self, graph: str) -> tuple[NoiseInput, ...]:
-        return (NoiseInput("x0", (self.width,), "normal"),) if graph == "sample" else ()
+        return (NoiseInput("x0", (self.width,), "normal"),) if graph in ("sample", "sample_guided") else ()
 
     def latent_width(self) -> int:
         return self.width
@@ -186,31 +187,36 @@ class DiffusionModel(GenerativeModel):
         return torch.where(dropped, torch.full_like(label, self.null_class), label)
 
     # --- graph methods ------------------------------------------------------------------------------
-    def guided_velocity(self, x: Tensor, t: float, class_embedding: Tensor, null_embedding: Tensor) -> Tensor:
-        """v_null + w (v_c - v_null) at time t [B, W]; one evaluation unless guidance is on."""
-        time_embedding = self.velocity.time_embedding(torch.full((1, 1), t, device=x.device))
-        guidance = self.config.guidance if self.conditional else 1.0
-        conditional = self.velocity(x, time_embedding, class_embedding)
-        if guidance == 1.0:
-            return conditional
-        unconditional = self.velocity(x, time_embedding, null_embedding)
-        return unconditional + guidance * (conditional - unconditional)
-
     def sample(self, noise: list[Tensor], label: Tensor) -> Tensor:
-        x = noise[0]  # x_0 [B, W]
+        return self.decode(self.integrate(noise[0], label, None))
+
+    def sample_guided(self, noise: list[Tensor], label: Tensor, guidance: Tensor) -> Tensor:
+        return self.decode(self.integrate(noise[0], label, guidance[:, None]))
+
+    def integrate(self, x: Tensor, label: Tensor, guidance: Tensor | None) -> Tensor:
+        """x_0 [B, W] -> x_1 [B, W] by the fixed solver; `guidance` [B, 1] is w per row, None the plain
+        conditional velocity (one network evaluation per stage instead of two)."""
         class_embedding = self.velocity.class_embedding(self.condition(label, 0.0))  # [B, H]
         null = torch.full((1,), self.null_class, dtype=torch.long, device=x.device)
         null_embedding = self.velocity.class_embedding(null)  # [1, H]
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            time_embedding = self.velocity.time_embedding(torch.full((1, 1), t, device=x.device))
+            conditional = self.velocity(x, time_embedding, class_embedding)
+            if guidance is None:
+                return conditional
+            unconditional = self.velocity(x, time_embedding, null_embedding)
+            return unconditional + guidance * (conditional - unconditional)
+
         steps = self.config.solver_steps
         h = 1.0 / steps
         for k in range(steps):
             t = k * h
-            slope = self.guided_velocity(x, t, class_embedding, null_embedding)
+            slope = velocity(x, t)
             if self.config.solver == "heun":
-                predicted = x + h * slope
-                slope = 0.5 * (slope + self.guided_velocity(predicted, t + h, class_embedding, null_embedding))
+                slope = 0.5 * (slope + velocity(x + h * slope, t + h))
             x = x + h * slope
-        return self.decode(x)
+        return x
 
     def decode(self, x: Tensor) -> Tensor:
         """x_1 [B, W] -> rows [B, D]: scalars through the inverse transform, each block's argmax as the code."""
