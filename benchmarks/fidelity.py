@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ from benchmarks.fidelity_lib.generators import (
 from benchmarks.fidelity_lib.measures import Encoding, invented_share, outside_share, read_frame, two_sample_auc
 from benchmarks.fidelity_lib.report import per_table, summary, target_verdicts, verdict_lines
 from benchmarks.fidelity_lib.tables import FORMS, SKLEARN_TABLES, TABLES, Table, known_tables, load_table, write_forms
+from training.models import model_class
+from training.options import OptionError, family_options
 
 __all__ = ["main"]
 
@@ -93,7 +96,13 @@ def _measure(real_csv: Path, generated: Generated) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", nargs="+", default=list(TABLES), help="KEEL names, breast_cancer, wine")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=list(FAMILIES),
+        type=_family,
+        help=f"of {', '.join(FAMILIES)}, each with optional ':KEY=VALUE;...' training options (flow:coupling=spline)",
+    )
     parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=FORMS)
     parser.add_argument("--sdv", action=argparse.BooleanOptionalAction, default=True, help="run SDV's synthesizers")
     parser.add_argument("--sdv-synthesizers", nargs="+", default=list(SDV_SYNTHESIZERS), choices=SDV_SYNTHESIZERS)
@@ -108,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _family(spec: str) -> str:
+    """`--families` item: a family, optionally with `:KEY=VALUE;...` options its config accepts."""
+    family, _, options = spec.partition(":")
+    if family not in FAMILIES:
+        raise argparse.ArgumentTypeError(f"{family!r} is not one of {', '.join(FAMILIES)}")
+    try:
+        family_options(model_class(family).config_class, [o for o in options.split(";") if o])
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(f"{spec}: {exc}") from None
+    return spec
+
+
 def _generate(
     generator: str,
     table: Table,
@@ -120,17 +141,19 @@ def _generate(
 ) -> Generated:
     """One generator fitted on one written table; its rows land beside the training CSV."""
     output = train_csv.with_name(f"{generator}.csv")
-    if generator in FAMILIES:
+    family, _, options = generator.partition(":")
+    if family in FAMILIES:
         return run_synthserve(
             train_csv,
             table.label,
-            generator,
-            f"{table.name}-{form}-{generator}",
+            family,
+            f"{table.name}-{form}-{re.sub(r'[^A-Za-z0-9_.-]', '-', generator)}",
             work / "model_store",
             output,
             epochs=args.epochs,
             seed=SEED,
             onnx_exporter=args.onnx_exporter,
+            family_config=family_options(model_class(family).config_class, [o for o in options.split(";") if o]),
         )
     assert sdv_python is not None
     return run_sdv(

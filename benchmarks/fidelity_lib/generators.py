@@ -76,6 +76,7 @@ def run_synthserve(
     epochs: int | None,
     seed: int,
     onnx_exporter: str,
+    family_config: dict[str, Any] | None = None,
 ) -> Generated:
     from synthserve.contract import load_manifest
     from synthserve.contract.frames import label_codes
@@ -94,6 +95,7 @@ def run_synthserve(
         progress=False,
         plots=False,
         onnx_exporter=onnx_exporter,
+        family_config=family_config or {},
         # A refused model is still measured; the gate's verdict is kept in the details.
         accept_weak=True,
     )

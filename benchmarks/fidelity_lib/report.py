@@ -21,6 +21,13 @@ LABELS = {
     "tvae": "SDV TVAE",
     "ctgan": "SDV CTGAN",
 }
+
+
+def _label(generator: str) -> str:
+    """A column's heading: SDV's synthesizers by name, synthserve's families (with their options) as given."""
+    return LABELS.get(generator, generator)
+
+
 # The issue's targets for the best synthserve family.
 TARGETS = {
     "mean_auc_original": 0.75,
@@ -60,7 +67,7 @@ def per_table(records: Sequence[Record], form: str, generators: Sequence[str]) -
     """One row per table; a cell is `AUC · outside · invented · fit s` (synthserve: `(whole train call s)`)."""
     tables = list(dict.fromkeys(r["table"] for r in records if r["form"] == form))
     lines = [
-        "| table (training rows) | " + " | ".join(LABELS[g] for g in generators) + " |",
+        "| table (training rows) | " + " | ".join(_label(g) for g in generators) + " |",
         "|---|" + "---:|" * len(generators),
     ]
     for table in tables:
@@ -106,7 +113,7 @@ def summary(records: Sequence[Record], forms: Sequence[str], generators: Sequenc
                 )
             else:
                 figures = " | ".join(["-"] * 7)
-            lines.append(f"| {form} | {LABELS[generator]} | {len(runs)} | {len(runs) - len(ok)} | {figures} |")
+            lines.append(f"| {form} | {_label(generator)} | {len(runs)} | {len(runs) - len(ok)} | {figures} |")
     return "\n".join(lines)
 
 

@@ -61,15 +61,21 @@ class TrainingFailed(RuntimeError):
 class TrainConfig:
     """How every model of a run is trained: one configuration for all datasets (issue 4)."""
 
-    family: str  # vae | gan | flow
+    family: str  # one of training.models.FAMILIES
     executable: str  # path of the `synthserve` console script
     epochs: int | None = None  # None: the shipped default
     seed: int = 0
+    options: tuple[str, ...] = ()  # `synthserve train --option KEY=VALUE` items (e.g. coupling=spline)
     device: str = "cpu"
     timeout_s: float = 1800.0
     # The tracing ONNX exporter and no PNG plots: ~8 CPU-s less per call. Neither changes the model or its
     # rows (the exported graphs pass the same parity checks against the eager model either way).
     quick_export: bool = True
+
+    @property
+    def method(self) -> str:
+        """The name its figures carry: the family, with its options when it has any (`flow[coupling=spline]`)."""
+        return f"{self.family}[{';'.join(self.options)}]" if self.options else self.family
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,8 @@ def train_model(csv_path: Path, name: str, model_store: Path, config: TrainConfi
         argv += ["--label", LABEL_COLUMN]
     if config.epochs is not None:
         argv += ["--epochs", str(config.epochs)]
+    for option in config.options:
+        argv += ["--option", option]
     if config.quick_export:
         argv += ["--onnx-exporter", "torchscript", "--no-plots", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}

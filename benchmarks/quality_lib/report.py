@@ -122,7 +122,9 @@ def summary_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             )
         tables["anomaly"] = pd.DataFrame(rows)
     present = [c for c in (*FAMILY_COLUMNS, "failed_folds") if c in table]
-    families = table[table["method"].isin([m for m in table["method"].unique() if m in FAMILIES])]
+    # A family's own rows: `flow` or `flow[coupling=spline]`, not its sampling options (`flow(T=1,k=5)`).
+    trained = [m for m in table["method"].unique() if m.split("[")[0] in FAMILIES and "(" not in m]
+    families = table[table["method"].isin(trained)]
     if len(families):
         grouped = families.groupby("method")[present].mean()
         grouped["failed_folds"] = families.groupby("method")["failed_folds"].sum()

@@ -106,7 +106,7 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
     write_training_csv(csv, fold.x_train, fold.y_train, fold.integer_columns)
     trained = train_model(csv, f"{family.family}-cond", work / "store", family, conditional=True)
     model = OnnxModel(trained.version_dir)
-    records = _cost_records(fold, family.family, "train", trained, model.manifest.metrics)
+    records = _cost_records(fold, family.method, "train", trained, model.manifest.metrics)
     # Oversampling: new minority rows until the classes are balanced, from sample.onnx (and, for best-of-k,
     # log_prob.onnx) under each sampling option, exactly as the server draws them.
     n_new = fold.n_majority - fold.n_minority
@@ -117,7 +117,7 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
         if options.graph not in model.manifest.graphs:
             continue  # no guided sampler (every family but diffusion)
         added = std(model.sample(n_new, seed=family.seed + fold.index, label=MINORITY, options=options))
-        records += _utility_records(fold, sampling_method(family.family, options), x_train, added, x_test)
+        records += _utility_records(fold, sampling_method(family.method, options), x_train, added, x_test)
     # Fidelity and privacy on a sample with the training fold's class counts (a fresh seed: other noise).
     seed = family.seed + 1000 + fold.index
     synthetic = np.vstack(
@@ -128,8 +128,8 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
     )
     labels = np.concatenate([np.zeros(fold.n_majority), np.ones(fold.n_minority)])
     real = np.column_stack([x_train, fold.y_train])
-    records.append(_record(fold, family.family, "c2st_auc", c2st_auc(np.column_stack([synthetic, labels]), real)))
-    records.append(_record(fold, family.family, "dcr_ratio", dcr_ratio(synthetic, x_train, x_test)))
+    records.append(_record(fold, family.method, "c2st_auc", c2st_auc(np.column_stack([synthetic, labels]), real)))
+    records.append(_record(fold, family.method, "dcr_ratio", dcr_ratio(synthetic, x_train, x_test)))
     if config.anomaly and "log_prob" in model.manifest.capabilities:
         normal = fold.y_train == 0
         csv = work / f"{family.family}-majority.csv"
@@ -137,8 +137,8 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
         trained = train_model(csv, f"{family.family}-majority", work / "store", family, conditional=False)
         density = OnnxModel(trained.version_dir)
         log_p = density.log_prob(fold.x_test)
-        records += _cost_records(fold, family.family, "anomaly_train", trained, density.manifest.metrics)
-        records.append(_record(fold, family.family, "anomaly_auroc", anomaly_auroc(fold.y_test, -log_p)))
+        records += _cost_records(fold, family.method, "anomaly_train", trained, density.manifest.metrics)
+        records.append(_record(fold, family.method, "anomaly_auroc", anomaly_auroc(fold.y_test, -log_p)))
     return records
 
 
@@ -162,10 +162,10 @@ def run_fold(task: FoldTask) -> list[Record]:
                 try:
                     cpu_start = time.process_time()  # this process only: the `synthserve train` children are apart
                     records += _family_records(fold, family, task.config, std, Path(work))
-                    records.append(_record(fold, family.family, "eval_cpu_s", time.process_time() - cpu_start))
+                    records.append(_record(fold, family.method, "eval_cpu_s", time.process_time() - cpu_start))
                 except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
                     # RuntimeError: a failed `synthserve train` (TrainingFailed) or ONNX Runtime refusing a graph.
-                    records.append(_record(fold, family.family, "error", float("nan"), note=str(exc)[-500:]))
+                    records.append(_record(fold, family.method, "error", float("nan"), note=str(exc)[-500:]))
         return records
 
 

@@ -3,6 +3,7 @@ one small table (that it runs and reports every figure, not that the figures mee
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.fidelity import _family
 from benchmarks.fidelity_lib.measures import Encoding, invented_share, outside_share, read_frame
 from benchmarks.fidelity_lib.report import target_verdicts, verdict_lines
 from benchmarks.fidelity_lib.tables import float_written, load_table, read_keel_raw, split_rows, write_forms
@@ -170,3 +172,12 @@ def test_keel_runs_trains_both_forms_and_skips_recorded_runs(tmp_path: Path) -> 
     second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=KEEL_RUNS_TIMEOUT_S)
     assert second.returncode == 0 and "runs: 2 recorded (0 in this call), failed: 0" in second.stdout
     assert len(output.read_text().splitlines()) == 2
+
+
+def test_families_may_carry_training_options_the_config_accepts() -> None:
+    assert _family("flow") == "flow"
+    assert _family("flow:coupling=spline;spline_bins=12") == "flow:coupling=spline;spline_bins=12"
+    with pytest.raises(argparse.ArgumentTypeError, match="'splines' is not one of"):
+        _family("splines")
+    with pytest.raises(argparse.ArgumentTypeError, match="flow:coupling=curvy: coupling must be one of"):
+        _family("flow:coupling=curvy")

@@ -18,10 +18,10 @@ import pytest
 from onnx import TensorProto, helper
 from threadpoolctl import threadpool_limits
 
-from benchmarks.quality import _parse_sampling
+from benchmarks.quality import _parse_families, _parse_sampling
 from benchmarks.quality_lib.baselines import iforest_scores, knn_distance_scores, random_oversample, smote
 from benchmarks.quality_lib.data import DEV_DATASETS, Standardizer, all_datasets, load_folds
-from benchmarks.quality_lib.generator import OnnxModel, write_training_csv
+from benchmarks.quality_lib.generator import OnnxModel, TrainConfig, write_training_csv
 from benchmarks.quality_lib.metrics import anomaly_auroc, c2st_auc, dcr_ratio, g_mean, utility_scores
 from benchmarks.quality_lib.report import per_dataset, summary_tables
 from benchmarks.quality_lib.runner import sampling_method
@@ -356,3 +356,12 @@ def test_sampling_options_parse_with_an_optional_guidance_and_name_their_method(
     for bad in ("1:1:2:3", "1:1:-1", "1"):
         with pytest.raises(SystemExit, match="--sampling: expected TEMPERATURE:BEST_OF"):
             _parse_sampling(bad)
+
+
+def test_families_take_training_options_that_name_their_method() -> None:
+    parsed = _parse_families("flow,flow:coupling=spline;spline_bins=12,diffusion")
+    assert parsed == (("flow", ()), ("flow", ("coupling=spline", "spline_bins=12")), ("diffusion", ()))
+    methods = [TrainConfig(f, "synthserve", options=o).method for f, o in parsed]
+    assert methods == ["flow", "flow[coupling=spline;spline_bins=12]", "diffusion"]
+    with pytest.raises(SystemExit, match="not among"):
+        _parse_families("flow,splines")

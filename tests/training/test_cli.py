@@ -24,7 +24,7 @@ CAPABILITIES = {
     "vae": ("sample", "log_prob", "encode"),
     "gan": ("sample", "encode"),
     "autoregressive": ("sample", "log_prob", "encode"),
-    "diffusion": ("sample",),
+    "diffusion": ("sample", "sample_guided"),
 }
 
 

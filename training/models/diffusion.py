@@ -59,6 +59,12 @@ class DiffusionConfig:
     solver_steps: int = 8  # Heun evaluates the network twice per step
     weight_average_decay: float = 0.999  # the exponential moving average of the weights that is kept
 
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.solver_steps < 1:
+            raise ValueError(f"solver_steps must be >= 1, got {self.solver_steps}")
+
 
 def time_features(t: Tensor, width: int) -> Tensor:
     """t [B, 1] in [0, 1] -> sinusoidal features [B, width] at geometrically spaced frequencies."""
@@ -136,10 +142,6 @@ class DiffusionModel(GenerativeModel):
 
     def __init__(self, config: DiffusionConfig, schema: Schema, transform: TransformParams) -> None:
         super().__init__(config, schema, transform)
-        if config.solver not in SOLVERS:
-            raise ValueError(f"diffusion solver must be one of {SOLVERS}, got {config.solver!r}")
-        if config.solver_steps < 1:
-            raise ValueError(f"diffusion solver_steps must be >= 1, got {config.solver_steps}")
         self.width = transform.model_width
         self.null_class = self.n_classes
         self.velocity = VelocityNetwork(self.width, self.n_classes, config)

@@ -1,4 +1,5 @@
-"""Conditional normalizing flow: affine coupling layers with fixed permutations over the normalized columns.
+"""Conditional normalizing flow: coupling layers with fixed permutations over the normalized columns, affine (the
+default) or rational-quadratic splines (`coupling="spline"`, training.models.spline).
 
 Discrete columns (integers, ordinal category codes) are dequantized by the feature transform, so the flow
 models a continuous space and gives an exact log-density there; sampling is one inverse pass.
@@ -15,9 +16,12 @@ from torch import Tensor, nn
 from synthserve.contract import Schema
 from training.models.base import mlp
 from training.models.bijective import BijectiveModel
+from training.models.spline import SplineCoupling
 from training.transform import TransformParams
 
-__all__ = ["AffineCoupling", "FlowConfig", "FlowModel"]
+__all__ = ["COUPLINGS", "AffineCoupling", "FlowConfig", "FlowModel"]
+
+COUPLINGS = ("affine", "spline")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,17 @@ class FlowConfig:
     hidden: int = 64
     max_log_scale: float = 2.0  # tanh bound on the coupling log-scales keeps inverses well conditioned
     permutation_seed: int = 0
+    coupling: str = "affine"  # affine | spline
+    spline_bins: int = 8  # spline couplings: bins on [-spline_bound, spline_bound], identity outside
+    spline_bound: float = 4.0  # in normal scores, which the feature transform maps every column to
+
+    def __post_init__(self) -> None:
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+        if self.spline_bins < 2 or self.spline_bound <= 0:
+            raise ValueError(
+                f"spline_bins must be >= 2 and spline_bound > 0, got {self.spline_bins}, {self.spline_bound}"
+            )
 
 
 class AffineCoupling(nn.Module):
@@ -77,15 +92,16 @@ class FlowModel(BijectiveModel):
         if self.dim < 2:
             raise ValueError(f"a flow needs at least 2 feature columns, got {self.dim}")
         generator = torch.Generator().manual_seed(config.permutation_seed)
-        self.layers: list[AffineCoupling] = nn.ModuleList(  # type: ignore[assignment]
-            AffineCoupling(
-                self.dim,
-                self.n_classes,
-                config.hidden,
-                config.max_log_scale,
-                torch.randperm(self.dim, generator=generator),
-            )
-            for _ in range(config.n_layers)
+
+        def coupling(permutation: Tensor) -> AffineCoupling | SplineCoupling:
+            if config.coupling == "spline":
+                return SplineCoupling(
+                    self.dim, self.n_classes, config.hidden, config.spline_bins, config.spline_bound, permutation
+                )
+            return AffineCoupling(self.dim, self.n_classes, config.hidden, config.max_log_scale, permutation)
+
+        self.layers: list[AffineCoupling | SplineCoupling] = nn.ModuleList(  # type: ignore[assignment]
+            coupling(torch.randperm(self.dim, generator=generator)) for _ in range(config.n_layers)
         )
         self.class_means = nn.Parameter(torch.zeros(self.n_classes, self.dim))
 
