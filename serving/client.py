@@ -14,10 +14,11 @@ import grpc
 import numpy as np
 import pandas as pd
 
-from serving.client_requests import STRATEGIES, sampling_attrs, sampling_options, set_condition, table_pieces
+from serving.client_requests import sampling_attrs, sampling_options, set_condition, table_pieces
 from serving.model_description import ColumnInfo, ModelDescription
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
+from serving.strategies import STRATEGY_ENUMS
 from serving.tls import ClientTls
 from synthserve.contract import close_matches
 
@@ -187,8 +188,8 @@ class SynthClient:
         """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`.
 
         `best_of` left out takes the server's balance default (`--balance-best-of`); attrs say what was used."""
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+        if strategy not in STRATEGY_ENUMS:
+            raise ValueError(f"strategy must be one of {list(STRATEGY_ENUMS)}, got {strategy!r}")
         if label_column not in df.columns:
             raise ValueError(f"label_column {label_column!r}: no such column{close_matches(label_column, df.columns)}")
         class_counts = {str(k): int(v) for k, v in df[label_column].value_counts().items()}
@@ -196,7 +197,7 @@ class SynthClient:
             model=model,
             version=version or 0,
             class_counts=class_counts,
-            strategy=STRATEGIES[strategy],
+            strategy=STRATEGY_ENUMS[strategy],
             target_ratio=ratio or 0.0,
             explicit_counts={str(k): int(v) for k, v in (counts or {}).items()},
             seed=seed,

@@ -15,13 +15,7 @@ import pandas as pd
 from serving.model_description import ModelDescription
 from serving.proto import synthesizer_pb2 as pb
 
-__all__ = ["STRATEGIES", "sampling_attrs", "sampling_options", "set_condition", "table_pieces"]
-
-STRATEGIES = {
-    "match_majority": pb.BALANCE_STRATEGY_MATCH_MAJORITY,
-    "target_ratio": pb.BALANCE_STRATEGY_TARGET_RATIO,
-    "explicit_counts": pb.BALANCE_STRATEGY_EXPLICIT_COUNTS,
-}
+__all__ = ["sampling_attrs", "sampling_options", "set_condition", "table_pieces"]
 
 _SIZE_SAMPLE_ROWS = 64  # rows encoded to estimate a frame's bytes per row
 

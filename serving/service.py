@@ -17,6 +17,7 @@ from serving.planning import RowPlan, TableReader
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
+from serving.strategies import STRATEGY_ENUMS, STRATEGY_NAMES
 from serving.tables import decode_labels, decode_table
 from synthserve.contract import BALANCE_SAMPLING, PLAIN_SAMPLING, SamplingOptions, Schema, resolve_sampling
 
@@ -24,12 +25,6 @@ OFF_LOOP_VALUES = 1 << 18  # tables of more values (1 MB of float32) are encoded
 _StreamMessage = TypeVar("_StreamMessage", pb.SampleStreamResponse, pb.BalanceResponse)
 
 __all__ = ["SynthesizerService"]
-
-_STRATEGIES = {
-    pb.BALANCE_STRATEGY_MATCH_MAJORITY: "match_majority",
-    pb.BALANCE_STRATEGY_TARGET_RATIO: "target_ratio",
-    pb.BALANCE_STRATEGY_EXPLICIT_COUNTS: "explicit_counts",
-}
 
 
 async def _encode(model: LoadedModel, rows: np.ndarray, labels: np.ndarray | None, out: pb.Table) -> None:
@@ -155,9 +150,10 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         self, request: pb.BalanceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.BalanceResponse]:
         model = self._engine.registry.get(request.model, request.version)
-        strategy = _STRATEGIES.get(request.strategy)
+        strategy = STRATEGY_NAMES.get(request.strategy)
         if strategy is None:
-            raise InvalidArgument("strategy must be MATCH_MAJORITY, TARGET_RATIO or EXPLICIT_COUNTS")
+            known = ", ".join(name.upper() for name in STRATEGY_ENUMS)
+            raise InvalidArgument(f"strategy must be one of {known}, got {request.strategy}")
         plan = self._engine.planner.balance(
             model,
             strategy,

@@ -112,6 +112,16 @@ def test_balance_with_nothing_to_do_sends_one_empty_chunk(stub: Stub) -> None:
     assert len(chunks) == 1 and chunks[0].rows.num_rows == 0
 
 
+@pytest.mark.parametrize("strategy", [pb.BALANCE_STRATEGY_UNSPECIFIED, 9])
+def test_balance_without_a_known_strategy_is_refused_naming_them(stub: Stub, strategy: int) -> None:
+    request = pb.BalanceRequest(model="gauss", class_counts={"neg": 10, "pos": 3}, strategy=strategy)  # type: ignore[arg-type]
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Balance(request))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    expected = f"strategy must be one of MATCH_MAJORITY, TARGET_RATIO, EXPLICIT_COUNTS, got {strategy}"
+    assert expected in (info.value.details() or "")
+
+
 @pytest.mark.parametrize("value_type", [pb.VALUE_TYPE_FLOAT32, pb.VALUE_TYPE_FLOAT64])
 def test_score_density_matches_the_gaussian_density_and_flags_at_the_calibrated_threshold(
     stub: Stub, value_type: int
