@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from synthserve.contract import draw_noise, load_manifest, model_versions
+from synthserve.contract import draw_noise, latest_versions, load_manifest
 from training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from training.evaluate import sample_metrics
 from training.features import EVALUATION_SEED, served_rows
@@ -36,12 +36,11 @@ from training.reevaluate import prepare_version_data
 
 def diffusion_versions(store: Path) -> list[Path]:
     """The latest version of every diffusion model in `store` that kept its checkpoint."""
-    found = []
-    for parent in sorted(p for p in store.iterdir() if p.is_dir() and model_versions(p)):
-        directory = parent / str(model_versions(parent)[-1])
-        if (directory / CHECKPOINT_FILE).is_file() and load_manifest(directory).family == "diffusion":
-            found.append(directory)
-    return found
+    return [
+        version
+        for version in latest_versions(store).values()
+        if (version / CHECKPOINT_FILE).is_file() and load_manifest(version).family == "diffusion"
+    ]
 
 
 def with_solver(model: DiffusionModel, solver: str, steps: int) -> DiffusionModel:
@@ -49,6 +48,11 @@ def with_solver(model: DiffusionModel, solver: str, steps: int) -> DiffusionMode
     rebuilt = DiffusionModel(config, model.schema, model.transform)
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt.eval()
+
+
+def evaluations(solver: str, steps: int) -> int:
+    """Network evaluations a row costs: one per Euler step, two per Heun step."""
+    return steps * (2 if solver == "heun" else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,15 +85,13 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = sample_metrics(prepared.rows[heldout], labels, synthetic, manifest.schema)
                 ks = metrics["mean_ks"] if metrics["mean_ks"] is not None else float("nan")
                 results.setdefault((solver, n), []).append((metrics["c2st_auc"], ks))
-                evaluations = n * (2 if solver == "heun" else 1)
-                name = f"{manifest.name}"
-                print(f"{name:<28} {solver:<6} {n:>5} {evaluations:>9} {metrics['c2st_auc']:>7.3f} {ks:>7.3f}")
+                figures = f"{evaluations(solver, n):>9} {metrics['c2st_auc']:>7.3f} {ks:>7.3f}"
+                print(f"{manifest.name:<28} {solver:<6} {n:>5} {figures}")
     print(f"mean over {len(directories)} models")
     for (solver, n), figures in results.items():
         c2st = np.mean([f[0] for f in figures])
         ks = np.nanmean([f[1] for f in figures]) if any(np.isfinite(f[1]) for f in figures) else float("nan")
-        evaluations = n * (2 if solver == "heun" else 1)
-        print(f"{'':<28} {solver:<6} {n:>5} {evaluations:>9} {c2st:>7.3f} {ks:>7.3f}")
+        print(f"{'':<28} {solver:<6} {n:>5} {evaluations(solver, n):>9} {c2st:>7.3f} {ks:>7.3f}")
     print(f"# {time.perf_counter() - started:.0f} s")
     return 0
 

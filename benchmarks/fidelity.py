@@ -46,7 +46,7 @@ from benchmarks.fidelity_lib.measures import Encoding, invented_share, outside_s
 from benchmarks.fidelity_lib.report import per_table, summary, target_verdicts, verdict_lines
 from benchmarks.fidelity_lib.tables import FORMS, SKLEARN_TABLES, TABLES, Table, known_tables, load_table, write_forms
 from training.models import model_class
-from training.options import OptionError, family_options
+from training.options import OptionError, family_options, family_spec
 
 __all__ = ["main"]
 
@@ -119,11 +119,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _family(spec: str) -> str:
     """`--families` item: a family, optionally with `:KEY=VALUE;...` options its config accepts."""
-    family, _, options = spec.partition(":")
+    family, options = family_spec(spec)
     if family not in FAMILIES:
         raise argparse.ArgumentTypeError(f"{family!r} is not one of {', '.join(FAMILIES)}")
     try:
-        family_options(model_class(family).config_class, [o for o in options.split(";") if o])
+        family_options(model_class(family).config_class, options)
     except OptionError as exc:
         raise argparse.ArgumentTypeError(f"{spec}: {exc}") from None
     return spec
@@ -141,7 +141,7 @@ def _generate(
 ) -> Generated:
     """One generator fitted on one written table; its rows land beside the training CSV."""
     output = train_csv.with_name(f"{generator}.csv")
-    family, _, options = generator.partition(":")
+    family, options = family_spec(generator)
     if family in FAMILIES:
         return run_synthserve(
             train_csv,
@@ -153,7 +153,7 @@ def _generate(
             epochs=args.epochs,
             seed=SEED,
             onnx_exporter=args.onnx_exporter,
-            family_config=family_options(model_class(family).config_class, [o for o in options.split(";") if o]),
+            family_config=family_options(model_class(family).config_class, options),
         )
     assert sdv_python is not None
     return run_sdv(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthserve.contract import GraphSpec, Manifest, load_manifest, model_versions, noise_feeds
+from synthserve.contract import GraphSpec, Manifest, latest_versions, load_manifest, noise_feeds
 from synthserve.contract.sessions import open_session
 
 
@@ -32,10 +32,6 @@ from synthserve.contract.sessions import open_session
 class Timing:
     rows_per_s: float
     one_row_us: float
-
-
-def _latest(store: Path, name: str) -> Path:
-    return store / name / str(model_versions(store / name)[-1])
 
 
 def _feeds(manifest: Manifest, spec: GraphSpec, rows: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -89,14 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-rows", type=int, default=2048)
     parser.add_argument("--min-s", type=float, default=0.5, help="seconds of runs per figure")
     args = parser.parse_args(argv)
-    names = args.models.split(",") if args.models else sorted(p.name for p in args.model_store.iterdir() if p.is_dir())
+    versions = latest_versions(args.model_store)
+    baselines = latest_versions(args.baseline_store) if args.baseline_store else {}
+    names = args.models.split(",") if args.models else list(versions)
     load = os.getloadavg()[0]
     print(f"# graph benchmark: one ONNX Runtime thread, batch {args.batch_rows:,}, load average {load:.1f}")
     header = f"{'model':<20} {'graph':<13} {'rows/s':>10} {'1-row us':>9}"
     print(header + (f" {'baseline rows/s':>16} {'1-row us':>9} {'speed-up':>9}" if args.baseline_store else ""))
     for name in names:
-        timer = GraphTimer(_latest(args.model_store, name), args.batch_rows)
-        baseline = GraphTimer(_latest(args.baseline_store, name), args.batch_rows) if args.baseline_store else None
+        timer = GraphTimer(versions[name], args.batch_rows)
+        baseline = GraphTimer(baselines[name], args.batch_rows) if args.baseline_store else None
         for graph in timer.manifest.graphs:
             now = timer.time(graph, args.min_s)
             extra = ""

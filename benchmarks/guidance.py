@@ -30,7 +30,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import balanced_accuracy_score
 from threadpoolctl import threadpool_limits
 
-from synthserve.contract import load_manifest, model_versions
+from synthserve.contract import latest_versions, load_manifest
 from training.data import Prepared
 from training.evaluate import sample_metrics
 from training.exported import ExportedModel
@@ -41,11 +41,9 @@ from training.utility import utility_metrics
 
 def guided_models(store: Path) -> list[str]:
     """Names of the store's models whose latest version exports `sample_guided`."""
-    names = []
-    for parent in sorted(p for p in store.iterdir() if p.is_dir() and model_versions(p)):
-        if "sample_guided" in load_manifest(parent / str(model_versions(parent)[-1])).graphs:
-            names.append(parent.name)
-    return names
+    return [
+        name for name, version in latest_versions(store).items() if "sample_guided" in load_manifest(version).graphs
+    ]
 
 
 def class_accuracy(prepared: Prepared, synthetic: np.ndarray, requested: np.ndarray) -> float:
@@ -99,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'model':<28} {'w':>4} " + " ".join(f"{c:>9}" for c in columns))
     means: dict[float, list[dict[str, float]]] = {w: [] for w in weights}
     for name in names:
-        directory = args.model_store / name / str(model_versions(args.model_store / name)[-1])
-        model = ExportedModel(directory)
+        model = ExportedModel(latest_versions(args.model_store)[name])
         prepared = prepare_version_data(model.manifest)
         for w in weights:
             figures = measure(model, prepared, w)

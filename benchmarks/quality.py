@@ -28,6 +28,7 @@ from benchmarks.quality_lib.report import write_outputs
 from benchmarks.quality_lib.runner import RECORD_FIELDS, FoldTask, RunConfig, run_tasks
 from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
 from training.models import FAMILIES
+from training.options import family_spec
 
 __all__ = ["QUICK_DATASETS", "main"]
 
@@ -40,10 +41,7 @@ def _parse_families(spec: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """`flow,vae,flow:coupling=spline` -> ((family, options), ...): options after ':', ';'-separated KEY=VALUE."""
     if spec == "none":
         return ()
-    parsed = []
-    for item in (f.strip() for f in spec.split(",") if f.strip()):
-        family, _, options = item.partition(":")
-        parsed.append((family, tuple(o for o in options.split(";") if o)))
+    parsed = [family_spec(item.strip()) for item in spec.split(",") if item.strip()]
     bad = [f for f, _ in parsed if f not in FAMILIES]
     if bad or not parsed:
         raise SystemExit(f"--families: {bad or spec!r} not among {FAMILIES} (or 'none' for the baselines only)")

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["OptionError", "family_options"]
+__all__ = ["OptionError", "family_options", "family_spec"]
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
@@ -51,3 +51,9 @@ def family_options(config_class: type[Any], items: Iterable[str]) -> dict[str, A
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     return options
+
+
+def family_spec(spec: str) -> tuple[str, tuple[str, ...]]:
+    """A benchmark's family item, `flow` or `flow:coupling=spline;spline_bins=12` -> (family, KEY=VALUE items)."""
+    family, _, options = spec.partition(":")
+    return family, tuple(option for option in options.split(";") if option)

@@ -7,6 +7,7 @@ one-way rule (training never imports serving and vice versa) holds while the for
 from synthserve.contract.errors import RequestError, UnsupportedRequest
 from synthserve.contract.files import (
     FileCheckError,
+    latest_versions,
     model_versions,
     sha256_file,
     verify_files,
@@ -119,6 +120,7 @@ __all__ = [
     "has_class_posterior",
     "label_key",
     "largest_remainder",
+    "latest_versions",
     "level_codes",
     "load_manifest",
     "model_versions",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 __all__ = [
     "FileCheckError",
+    "latest_versions",
     "model_versions",
     "sha256_file",
     "verify_files",
@@ -75,3 +76,14 @@ def version_directories(model_dir: Path) -> list[tuple[int, Path]]:
 def model_versions(model_dir: Path) -> list[int]:
     """The versions under `model_dir`, ascending."""
     return [version for version, _ in version_directories(model_dir)]
+
+
+def latest_versions(store: Path) -> dict[str, Path]:
+    """Each model of a store by name, in name order, with its latest version directory; models without a version
+    are left out."""
+    latest = {}
+    for model_dir in sorted(p for p in store.iterdir() if p.is_dir()):
+        versions = version_directories(model_dir)
+        if versions:
+            latest[model_dir.name] = versions[-1][1]
+    return latest
