@@ -50,14 +50,23 @@ def rational_quadratic(
 ) -> tuple[Tensor, Tensor]:
     """x [B, S], parameters [B, S, K] (derivatives [B, S, K - 1]) -> (y [B, S], log|dy/dx| [B, S]).
 
-    `inverse` maps y back to x and returns log|dx/dy| (the negative of the forward log-derivative at x)."""
+    `inverse` maps y back to x and returns log|dx/dy| (the negative of the forward log-derivative at x).
+
+    The spline itself is computed in float64 and returned in x's dtype: in float32 the knots' softmax and cumsum
+    round differently in each runtime, and a steep bin's inverse (the quadratic's root) turns those roundings into
+    many times the output's own float32 rounding, so exported graphs failed the parity check on some trained
+    models. In float64 every runtime lands within one float32 rounding of the exact spline."""
+    dtype = x.dtype
+    # Softplus in the network's dtype (ONNX Runtime has no float64 Softplus kernel), everything after in float64.
+    slopes = (MIN_DERIVATIVE + F.softplus(derivative_raw + DERIVATIVE_SHIFT)).double()
+    x, width_raw, height_raw = x.double(), width_raw.double(), height_raw.double()
     inside = (x >= -bound) & (x <= bound)
     # Computed on the clamped value everywhere, so outside rows carry no NaN or inf into where's gradients.
     v = torch.clamp(x, -bound, bound)
     x_knots, widths = _knots(width_raw, bound)
     y_knots, heights = _knots(height_raw, bound)
-    ones = torch.ones_like(derivative_raw[..., :1])
-    derivatives = torch.cat([ones, MIN_DERIVATIVE + F.softplus(derivative_raw + DERIVATIVE_SHIFT), ones], dim=-1)
+    ones = torch.ones_like(slopes[..., :1])
+    derivatives = torch.cat([ones, slopes, ones], dim=-1)
     knots = y_knots if inverse else x_knots
     # The bin: how many interior knots lie at or below the value (ONNX has no searchsorted).
     index = (v.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1)
@@ -83,7 +92,8 @@ def rational_quadratic(
     log_derivative = torch.log(numerator) - 2.0 * torch.log(denominator)
     if inverse:
         log_derivative = -log_derivative
-    return torch.where(inside, out, x), torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
+    y = torch.where(inside, out, x).to(dtype)
+    return y, torch.where(inside, log_derivative, torch.zeros_like(log_derivative)).to(dtype)
 
 
 class SplineCoupling(nn.Module):
