@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: a bare `torch` requirement would pull the CUDA build.
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e '.[train,serve,torchserve,dev]'
+	$(PIP) install -q -e '.[train,serve,torchserve,sklearn,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""`synthserve serve|models|sample|balance|score|encode`: argv and the environment are read here and nowhere else
+"""`synthserve serve|models|sample|balance|score|encode|bulk`: argv and the environment are read here and nowhere else
 in serving (`main()` hands the environment on).
 
 The flags and their defaults (taken from the config dataclasses) are here; what each command does with them is
@@ -164,6 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--counts", default=None, help="LABEL=ROWS,... (explicit_counts)")
     balance.add_argument("--seed", type=int, default=None)
     _add_sampling(balance)
+
+    bulk = commands.add_parser(
+        "bulk", help="one seeded request written as Parquet partitions (a Kubernetes Indexed Job, or --all here)"
+    )
+    _add_target(bulk)
+    bulk.add_argument("--out", type=Path, required=True, help="directory of part-NNNNN-of-NNNNN.parquet files")
+    bulk.add_argument("--model", required=True)
+    bulk.add_argument("--version", type=int, required=True, help="the model version every partition comes from")
+    bulk.add_argument("--rows", type=int, required=True, help="rows of the whole request")
+    bulk.add_argument("--seed", type=int, required=True)
+    bulk.add_argument("--partition-rows", type=int, default=1_048_576, help="rows per partition file")
+    bulk.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows per stream message, divides --partition-rows (default: <= 2048)",
+    )
+    bulk.add_argument("--label", default=None, help="class label")
+    bulk.add_argument("--proportions", default=None, help="LABEL=WEIGHT,... ")
+    which = bulk.add_mutually_exclusive_group()
+    which.add_argument(
+        "--index", type=int, default=None, help="the partition to write (default: $JOB_COMPLETION_INDEX)"
+    )
+    which.add_argument("--all", action="store_true", help="every partition, on this machine")
+    bulk.add_argument("--workers", type=int, default=1, help="partitions written at once (with --all)")
+    _add_sampling(bulk)
 
     for name, help_text in (("score", "log-densities and anomaly flags"), ("encode", "latent vectors")):
         command = commands.add_parser(name, help=help_text)

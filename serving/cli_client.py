@@ -1,4 +1,4 @@
-"""`synthserve models|sample|balance|score|encode`: `SynthClient` calls between input and output tables.
+"""`synthserve models|sample|balance|score|encode|bulk`: `SynthClient` calls between input and output tables.
 
 Everything that can be checked before connecting is (arguments, input and output files, TLS files), so that bad
 input costs no server work; a call the server refuses prints its status code and message, exit status 1.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -16,14 +17,18 @@ import grpc
 import pandas as pd
 from tqdm import tqdm
 
+from serving.bulk import BulkRequest, run_partitions
 from serving.cli_files import InputError, check_columns, check_file, check_output, read_table, table_writer, write_table
 from serving.client import SynthClient
 from serving.tls import ClientTls
 from synthserve.contract import close_matches
 
-__all__ = ["TOKEN_ENV", "client_command"]
+__all__ = ["TOKEN_ENV", "bulk_request", "client_command"]
 
 TOKEN_ENV = "SYNTHSERVE_TOKEN"  # the bearer token to send: from the environment, as argv shows in `ps`
+# Rows per stream message of a bulk partition unless given: its largest divisor of the server's default chunk.
+DEFAULT_BULK_CHUNK_ROWS = 2_048
+INDEX_ENV = "JOB_COMPLETION_INDEX"  # a Kubernetes Indexed Job's completion index: `bulk`'s default partition
 
 
 def _pairs(text: str | None, flag: str, value_type: type[int] | type[float]) -> dict[str, Any] | None:
@@ -85,6 +90,49 @@ def _sample(client: SynthClient, args: argparse.Namespace, proportions: dict[str
         )
 
 
+def bulk_request(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[BulkRequest, list[int]]:
+    """`bulk`'s flags -> the request and the partitions this process writes (--all, --index, or the Job's)."""
+    proportions = _pairs(args.proportions, "--proportions", float)
+    try:
+        request = BulkRequest(
+            model=args.model,
+            version=args.version,
+            num_rows=args.rows,
+            seed=args.seed,
+            partition_rows=args.partition_rows,
+            label=args.label,
+            proportions=None if proportions is None else tuple(proportions.items()),
+            chunk_rows=args.chunk_rows or math.gcd(args.partition_rows, DEFAULT_BULK_CHUNK_ROWS),
+            temperature=args.temperature,
+            best_of=args.best_of,
+            guidance=args.guidance,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.all:
+        return request, list(range(request.partitions))
+    index = args.index
+    if index is None:
+        if INDEX_ENV not in environ:
+            raise InputError(f"--index: give a partition index, --all, or run as an Indexed Job (${INDEX_ENV})")
+        try:
+            index = int(environ[INDEX_ENV])
+        except ValueError:
+            raise InputError(f"${INDEX_ENV}: expected a whole number, got {environ[INDEX_ENV]!r}") from None
+    try:
+        request.rows(index)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    return request, [index]
+
+
+def _bulk(client: SynthClient, args: argparse.Namespace, request: BulkRequest, indices: list[int]) -> None:
+    for path in run_partitions(client, request, indices, args.out, workers=args.workers):
+        print(path)
+
+
 def _models(client: SynthClient) -> None:
     for model in client.models():
         summary = {
@@ -138,10 +186,15 @@ def _score_or_encode(client: SynthClient, args: argparse.Namespace, frame: pd.Da
 
 def client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Checks everything it can before connecting, so that bad input costs no server work."""
-    if args.command != "models":
+    if args.command not in ("models", "bulk"):
         check_output(args.output)
     tls = _client_tls(args)
     proportions = counts = None
+    bulk: tuple[BulkRequest, list[int]] | None = None
+    if args.command == "bulk":
+        if args.out.exists() and not args.out.is_dir():
+            raise InputError(f"--out {args.out}: not a directory")
+        bulk = bulk_request(args, environ)
     if args.command == "sample":
         if args.rows < 1:
             raise InputError(f"--rows must be >= 1, got {args.rows}")
@@ -169,6 +222,8 @@ def client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 _sample(client, args, proportions)
             elif args.command == "balance":
                 _balance(client, args, frame, counts)
+            elif bulk is not None:
+                _bulk(client, args, *bulk)
             else:
                 _score_or_encode(client, args, frame)
         except grpc.RpcError as error:

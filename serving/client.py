@@ -149,8 +149,13 @@ class SynthClient:
         temperature: float | None = None,
         best_of: int | None = None,
         guidance: float | None = None,
+        first_row: int = 0,
+        stop_row: int | None = None,
     ) -> Iterator[pd.DataFrame]:
-        """The same rows as `sample`, in chunks; each frame's attrs hold seed, version, options and start_row."""
+        """The same rows as `sample`, in chunks; each frame's attrs hold seed, version, options and start_row.
+
+        `first_row` / `stop_row`: only rows [first_row, stop_row) of the n-row request (a partition: partitions of
+        one seeded request concatenate to its whole stream)."""
         request = pb.SampleStreamRequest(
             model=model,
             version=version or 0,
@@ -158,6 +163,8 @@ class SynthClient:
             seed=seed,
             chunk_rows=chunk_rows or 0,
             sampling=sampling_options(temperature, best_of, guidance),
+            first_row=first_row,
+            stop_row=stop_row or 0,
         )
         set_condition(request, label, proportions)
         for response in self._call(self._stub.SampleStream, request):

@@ -96,11 +96,12 @@ class Engine:
     async def stream(
         self, plan: RowPlan, deadline: float | None
     ) -> AsyncIterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        """(start_row, rows, labels) messages of `plan.chunk_rows`, in order, holding the plan's budget.
+        """(start_row, rows, labels) messages of `plan.chunk_rows` from `plan.first_row` to `plan.end_row`, in order,
+        holding the plan's budget.
 
         The stream holds its version's batchers: a reload that retires the version mid-way lets it finish."""
         pending: list[tuple[int, asyncio.Task[tuple[np.ndarray, np.ndarray | None]]]] = []
-        next_start = 0
+        next_start, end = plan.first_row, plan.end_row
         graphs = (plan.sampling.graph, "log_prob") if plan.sampling.best_of > 1 else (plan.sampling.graph,)
         held = {graph: self.batchers.get(plan.model, graph) for graph in graphs}
         try:
@@ -108,9 +109,9 @@ class Engine:
                 holds.enter_context(self.hold(plan))
                 for batcher in held.values():
                     holds.enter_context(batcher.hold())
-                while next_start < plan.n_rows or pending:
-                    while next_start < plan.n_rows and len(pending) <= self.limits.stream_prefetch_chunks:
-                        stop = min(next_start + plan.chunk_rows, plan.n_rows)
+                while next_start < end or pending:
+                    while next_start < end and len(pending) <= self.limits.stream_prefetch_chunks:
+                        stop = min(next_start + plan.chunk_rows, end)
                         work = self.generate(plan, next_start, stop, deadline, held=held)
                         pending.append((next_start, asyncio.ensure_future(work)))
                         next_start = stop

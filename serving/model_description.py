@@ -106,7 +106,8 @@ class ModelDescription:
         frame = pd.DataFrame(data, columns=[c.name for c in self.columns])
         codes = np.frombuffer(table.labels, dtype="<i4")
         if self.label is not None and len(codes) == len(frame):  # conditional models label every row
-            frame[self.label] = np.asarray(self.classes, dtype=object)[codes]
+            # The classes' own dtype (int64 for whole-number labels, as in the training table; object for text).
+            frame[self.label] = pd.Series(self.classes).to_numpy()[codes]
         return frame
 
     def to_table(self, frame: pd.DataFrame, *, with_labels: bool = False) -> pb.Table:

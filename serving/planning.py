@@ -9,6 +9,7 @@ much of it one call may ask for, and are all applied here. Errors name the reque
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,11 @@ from synthserve.contract import (
     table_overhead_bytes,
 )
 
-__all__ = ["Planner", "RowPlan", "ScorePlan", "TableReader"]
+__all__ = ["MAX_PARTITIONED_ROWS", "Planner", "RowPlan", "ScorePlan", "TableReader"]
+
+# num_rows of a SampleStream that asks for a partition (first_row / stop_row): the whole request is never held,
+# only the partition, which max_rows_per_stream bounds. 2**40 rows (10^12) keep every row index exact in float64.
+MAX_PARTITIONED_ROWS = 2**40
 
 # A request's table as graph rows (and class indices when `needs_labels`), given the row limit `max_rows`:
 # the servicer's conversion, called after the capability checks so a GAN asked for densities hears that first.
@@ -50,6 +55,12 @@ class RowPlan:
     chunk_rows: int = 0  # rows per message of a stream; 0: one message
     held_bytes: int = 0  # of the memory budget, while the request runs
     held_for: str = "num_rows"  # what the budget's refusal names
+    first_row: int = 0  # a stream's partition: rows [first_row, stop_row) of the request's n_rows
+    stop_row: int | None = None  # None: n_rows
+
+    @property
+    def end_row(self) -> int:
+        return self.n_rows if self.stop_row is None else self.stop_row
 
 
 @dataclass(frozen=True)
@@ -83,20 +94,30 @@ class Planner:
         sampling: SamplingOptions = PLAIN_SAMPLING,
         stream: bool = False,
         chunk_rows: int = 0,
+        first_row: int = 0,
+        stop_row: int = 0,
     ) -> RowPlan:
-        """Sample (`stream` False: one response message) or SampleStream (messages of `chunk_rows`)."""
+        """Sample (`stream` False: one response message) or SampleStream (messages of `chunk_rows`), of rows
+        [first_row, stop_row) of the request (stop_row 0: num_rows; streams only)."""
         if n_rows <= 0:
             raise InvalidArgument(f"num_rows must be > 0, got {n_rows}")
         limits = self.limits
-        max_rows, limit = (
-            (limits.max_rows_per_stream, "max_rows_per_stream")
-            if stream
-            else (limits.max_rows_per_request, "max_rows_per_request")
-        )
-        self._check_rows(n_rows, sampling, max_rows, f"num_rows {n_rows}", limit)
+        partition = stream and (first_row != 0 or stop_row != 0)
+        if partition:
+            first_row, stop_row = _check_partition(n_rows, first_row, stop_row)
+            what = f"stop_row - first_row = {stop_row - first_row}"
+            self._check_rows(stop_row - first_row, sampling, limits.max_rows_per_stream, what, "max_rows_per_stream")
+        else:
+            max_rows, limit = (
+                (limits.max_rows_per_stream, "max_rows_per_stream")
+                if stream
+                else (limits.max_rows_per_request, "max_rows_per_request")
+            )
+            self._check_rows(n_rows, sampling, max_rows, f"num_rows {n_rows}", limit)
         labels = plan_labels(model.manifest, n_rows, label, proportions, "proportions.weights")
         if stream:
-            return self._stream(model, _seed(seed), n_rows, labels, sampling, chunk_rows)
+            plan = self._stream(model, _seed(seed), n_rows, labels, sampling, chunk_rows)
+            return dataclasses.replace(plan, first_row=first_row, stop_row=stop_row) if partition else plan
         schema = model.manifest.schema
         size = n_rows * row_bytes(schema) + table_overhead_bytes(schema)
         self._check_response("num_rows", n_rows, size, "; use SampleStream")
@@ -178,6 +199,19 @@ class Planner:
                 f"{field} {n_rows} would need a {size}-byte response, beyond max_message_bytes = "
                 f"{self.limits.max_message_bytes}{hint}"
             )
+
+
+def _check_partition(n_rows: int, first_row: int, stop_row: int) -> tuple[int, int]:
+    """SampleStream's first_row / stop_row (0: num_rows) -> the partition [first_row, stop_row), checked."""
+    if n_rows > MAX_PARTITIONED_ROWS:
+        raise InvalidArgument(f"num_rows {n_rows} exceeds {MAX_PARTITIONED_ROWS} (2**40) for a partitioned stream")
+    stop_row = stop_row or n_rows
+    if not 0 <= first_row < stop_row <= n_rows:
+        raise InvalidArgument(
+            f"first_row {first_row} and stop_row {stop_row} must satisfy 0 <= first_row < stop_row <= num_rows "
+            f"({n_rows})"
+        )
+    return first_row, stop_row
 
 
 def _seed(seed: int | None) -> int:

@@ -41,6 +41,10 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else asyncio.get_running_loop().time() + remaining
 
 
+def _partition(request: pb.SampleStreamRequest) -> dict[str, int]:
+    return {"chunk_rows": request.chunk_rows, "first_row": request.first_row, "stop_row": request.stop_row}
+
+
 def _condition(request: pb.SampleRequest | pb.SampleStreamRequest) -> tuple[str | None, dict[str, float] | None]:
     which = request.WhichOneof("condition")
     if which == "label":
@@ -113,7 +117,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             seed=_seed(request),
             sampling=_sampling(model, request.sampling),
             stream=stream,
-            chunk_rows=request.chunk_rows if isinstance(request, pb.SampleStreamRequest) else 0,
+            **(_partition(request) if isinstance(request, pb.SampleStreamRequest) else {}),
         )
 
     async def _stream_rows(

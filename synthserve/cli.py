@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "balance": "serving.cli",
     "score": "serving.cli",
     "encode": "serving.cli",
+    "bulk": "serving.cli",
     "torchserve-archive": "torchserve_handler.archive",
 }
 

@@ -35,7 +35,7 @@ from training.publish import publish
 from training.train import TrainConfig, TrainResult, train_model
 from training.transform import fit_transform
 
-__all__ = ["TrainRequest", "train_and_publish"]
+__all__ = ["TrainRequest", "Trained", "train", "train_and_publish"]
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,18 @@ class TrainRequest:
     train_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of TrainConfig fields
 
 
-def train_and_publish(request: TrainRequest) -> Path | None:
-    """Train, export, check, evaluate and publish; returns the version directory (None on non-zero ranks)."""
+@dataclass(frozen=True)
+class Trained:
+    """A trained model with its data and how it was trained, before export (`train`)."""
+
+    model: GenerativeModel
+    prepared: Prepared
+    result: TrainResult
+    train_config: TrainConfig
+
+
+def train(request: TrainRequest) -> Trained:
+    """Load and split the data, fit the feature transform, train the family (data-parallel under torchrun)."""
     torch.manual_seed(request.seed)
     np.random.seed(request.seed)
     prepared = prepare_data(request.data, request.label, request.impute, request.seed, request.column_kinds)
@@ -84,6 +94,12 @@ def train_and_publish(request: TrainRequest) -> Path | None:
         return torch.from_numpy(prepared.rows[index]), torch.from_numpy(prepared.labels[index])
 
     result = train_model(model, part(split.train), part(split.validation), train_config)
+    return Trained(model, prepared, result, train_config)
+
+
+def train_and_publish(request: TrainRequest) -> Path | None:
+    """Train, export, check, evaluate and publish; returns the version directory (None on non-zero ranks)."""
+    trained = train(request)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return None
     parent = request.model_store / request.name
@@ -91,7 +107,9 @@ def train_and_publish(request: TrainRequest) -> Path | None:
     staging = parent / f".tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        return _export_and_publish(model, request, train_config, result, prepared, staging)
+        return _export_and_publish(
+            trained.model, request, trained.train_config, trained.result, trained.prepared, staging
+        )
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

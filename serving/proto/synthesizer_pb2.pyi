@@ -223,7 +223,7 @@ class SampleResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class SampleStreamRequest(_message.Message):
-    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "sampling")
+    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "sampling", "first_row", "stop_row")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +232,8 @@ class SampleStreamRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ROW_FIELD_NUMBER: _ClassVar[int]
+    STOP_ROW_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     num_rows: int
@@ -240,7 +242,9 @@ class SampleStreamRequest(_message.Message):
     seed: int
     chunk_rows: int
     sampling: SamplingOptions
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    first_row: int
+    stop_row: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., first_row: _Optional[int] = ..., stop_row: _Optional[int] = ...) -> None: ...
 
 class SampleStreamResponse(_message.Message):
     __slots__ = ("version", "seed", "start_row", "rows", "sampling")

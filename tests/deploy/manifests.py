@@ -15,8 +15,16 @@ __all__ = ["KUSTOMIZATIONS", "Manifest", "find", "render"]
 
 Manifest = dict[str, Any]
 
-# Every kustomization a user applies (the overlays) or builds on (base, monitoring, training).
-KUSTOMIZATIONS = ("k8s/base", "k8s/monitoring", "k8s/overlays/cpu", "k8s/overlays/gpu", "k8s/training")
+# Every kustomization a user applies (the overlays, the jobs) or builds on (base, monitoring).
+KUSTOMIZATIONS = (
+    "k8s/base",
+    "k8s/monitoring",
+    "k8s/overlays/cpu",
+    "k8s/overlays/gpu",
+    "k8s/training",
+    "k8s/training-multinode",
+    "k8s/bulk",
+)
 
 
 @cache

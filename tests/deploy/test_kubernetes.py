@@ -24,6 +24,7 @@ from .tools import REPO, require_tool
 KUBERNETES_VERSION = "1.30.0"
 OPERATOR_GROUP = "monitoring.coreos.com"
 SERVER_OVERLAYS = ("k8s/overlays/cpu", "k8s/overlays/gpu")
+JOBS = ("k8s/training", "k8s/training-multinode", "k8s/bulk")
 OPERATOR_TYPES = REPO / ".tools" / "node_modules" / "@kubernetes-models" / "prometheus-operator"
 
 
@@ -119,7 +120,7 @@ def _server(manifests: list[Manifest]) -> tuple[Manifest, dict[str, Any]]:
     return deployment, _pod_spec(deployment)["containers"][0]
 
 
-@pytest.mark.parametrize("kustomization", (*SERVER_OVERLAYS, "k8s/training"))
+@pytest.mark.parametrize("kustomization", (*SERVER_OVERLAYS, *JOBS))
 def test_pods_run_unprivileged_with_sized_resources(kustomization: str) -> None:
     workloads = find(render(kustomization), "Deployment") + find(render(kustomization), "Job")
     assert workloads
@@ -366,3 +367,63 @@ def test_server_args_parse_with_the_server_cli(kustomization: str) -> None:
 def test_training_job_threads_fill_its_cpu_limit() -> None:
     trainer = _pod_spec(find(render("k8s/training"), "Job")[0])["containers"][0]
     assert int(_flags(trainer["args"])["threads"]) == int(trainer["resources"]["limits"]["cpu"])
+
+
+def _claim_of(pod: dict[str, Any], container: dict[str, Any], path: str) -> str:
+    mount = next(
+        m for m in container["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")
+    )
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return str(volume["persistentVolumeClaim"]["claimName"])
+
+
+def test_bulk_job_has_one_index_per_partition_and_calls_the_service() -> None:
+    cli = pytest.importorskip("serving.cli", reason="serving (the serve extra) is not installed")
+    from serving.cli_client import bulk_request
+
+    manifests = render("k8s/bulk")
+    job = find(manifests, "Job")[0]
+    pod = _pod_spec(job)
+    container = pod["containers"][0]
+    args = cli.build_parser().parse_args(container["args"])
+    request, indices = bulk_request(args, {"JOB_COMPLETION_INDEX": "0"})
+    assert job["spec"]["completionMode"] == "Indexed" and indices == [0]
+    assert job["spec"]["completions"] == request.partitions == 96 and request.num_rows == 10**9
+    assert job["spec"]["parallelism"] <= job["spec"]["completions"]
+    assert pod["restartPolicy"] == "Never"
+    # The client dials the server's ClusterIP Service on its gRPC port.
+    service = find(render("k8s/base"), "Service", "synthserve")[0]
+    host, port = args.target.rsplit(":", 1)
+    assert host == service["metadata"]["name"]
+    assert int(port) == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    # Partitions land on the Job's own ReadWriteMany claim.
+    claim = _claim_of(pod, container, str(args.out))
+    pvc = find(manifests, "PersistentVolumeClaim")[0]
+    assert claim == pvc["metadata"]["name"] and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_multinode_training_pods_meet_at_pod_zero_through_the_headless_service() -> None:
+    manifests = render("k8s/training-multinode")
+    job, service = find(manifests, "Job")[0], find(manifests, "Service")[0]
+    pod = _pod_spec(job)
+    container = pod["containers"][0]
+    flags = _flags(container["args"])
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == int(flags["nnodes"]), "every node must start together"
+    assert container["command"] == ["torchrun"] and flags["node-rank"] == "$(NODE_RANK)"
+    rank = next(e for e in container["env"] if e["name"] == "NODE_RANK")
+    assert (
+        rank["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    # Pod 0's DNS name: <job>-0.<subdomain>, the headless Service that selects the pods, ready or not.
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert flags["master-addr"] == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert int(flags["master-port"]) in [p["port"] for p in service["spec"]["ports"]]
+    # After `-m training.cli train`, the arguments of the one-node training Job.
+    train = container["args"][container["args"].index("train") + 1 :]
+    single = _pod_spec(find(render("k8s/training"), "Job")[0])["containers"][0]["args"]
+    assert train == single
+    assert _claim_of(pod, container, flags["model-store"]) == "synthserve-models"

@@ -73,6 +73,19 @@ def test_streams_are_chunked_within_a_batch_and_a_message(gauss: LoadedModel) ->
         _sample(gauss, 10, stream=True, chunk_rows=-1)
 
 
+def test_a_stream_partition_is_limited_by_its_own_rows_not_the_request(gauss: LoadedModel) -> None:
+    plan = _sample(gauss, 2**40, stream=True, first_row=2**40 - 10_000, label="pos")
+    assert (plan.first_row, plan.end_row, plan.n_rows) == (2**40 - 10_000, 2**40, 2**40)
+    assert plan.labels is not None and plan.labels.slice(plan.first_row, plan.first_row + 3).tolist() == [1, 1, 1]
+    with pytest.raises(InvalidArgument, match=r"stop_row - first_row = 10001 exceeds max_rows_per_stream = 10000"):
+        _sample(gauss, 2**40, stream=True, first_row=5, stop_row=10_006)
+    with pytest.raises(InvalidArgument, match=r"num_rows 1099511627777 exceeds 1099511627776 \(2\*\*40\)"):
+        _sample(gauss, 2**40 + 1, stream=True, first_row=5, stop_row=10)
+    with pytest.raises(InvalidArgument, match="num_rows 20000 exceeds max_rows_per_stream"):
+        _sample(gauss, 20_000, stream=True)  # no partition: the whole request counts
+    assert _sample(gauss, 50, stream=True).end_row == 50
+
+
 def test_balance_streams_what_each_class_needs_within_the_stream_limit(gauss: LoadedModel) -> None:
     plan = PLANNER.balance(
         gauss,

@@ -75,6 +75,47 @@ def test_sample_stream_chunks_equal_the_unary_rows(stub: Stub) -> None:
     np.testing.assert_array_equal(np.concatenate([labels_of(c.rows) for c in chunks]), labels_of(unary.rows))
 
 
+def test_stream_partitions_concatenate_to_the_whole_stream(stub: Stub) -> None:
+    def stream(**partition: int) -> list[pb.SampleStreamResponse]:
+        request = pb.SampleStreamRequest(
+            model="gauss",
+            num_rows=5_000,
+            seed=4,
+            chunk_rows=700,
+            proportions=pb.ClassProportions(weights={"neg": 1, "pos": 2}),
+            **partition,
+        )
+        return list(stub.SampleStream(request))
+
+    whole = stream()
+    parts = [stream(first_row=0, stop_row=2_100), stream(first_row=2_100, stop_row=4_200), stream(first_row=4_200)]
+    assert [c.start_row for c in parts[1]] == [2_100, 2_800, 3_500]  # indices within the whole request
+    chunks = [c for part in parts for c in part]
+    assert [c.start_row for c in chunks] == [c.start_row for c in whole]
+    assert [c.rows for c in chunks] == [c.rows for c in whole]  # bit for bit, labels included
+    assert np.bincount(np.concatenate([labels_of(c.rows) for c in parts[0]])).tolist() == [1_667, 433]
+    # An uneven cut: the rows are the same values, wherever the chunks start.
+    middle = stream(first_row=1_234, stop_row=3_000)
+    np.testing.assert_array_equal(
+        np.concatenate([rows_of(c.rows) for c in middle]), np.concatenate([rows_of(c.rows) for c in whole])[1_234:3_000]
+    )
+
+
+@pytest.mark.parametrize(
+    ("partition", "message"),
+    [
+        ({"first_row": 5_000}, "first_row 5000 and stop_row 5000 must satisfy 0 <= first_row < stop_row <= num_rows"),
+        ({"first_row": -1}, "first_row -1 and stop_row 5000 must satisfy"),
+        ({"first_row": 10, "stop_row": 5_001}, "stop_row 5001 must satisfy"),
+    ],
+)
+def test_a_partition_outside_the_request_is_refused(stub: Stub, partition: dict[str, int], message: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stub.SampleStream(pb.SampleStreamRequest(model="gauss", num_rows=5_000, seed=4, **partition)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (caught.value.details() or "")
+
+
 @pytest.mark.parametrize(
     ("strategy", "extra", "expected"),
     [

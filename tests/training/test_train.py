@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from synthserve.contract import Column, LabelSpec, Schema, load_manifest
 from tests.training.mixed_data import FAMILIES
@@ -65,15 +67,56 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert result.best_validation_loss == min(result.history["validation_loss"])
 
 
-def test_torchrun_two_processes(tmp_path: Path, mixed_csv: Path) -> None:
-    """Two gloo processes train one model; only rank 0 publishes it."""
-    torchrun = Path(sys.executable).parent / "torchrun"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.cli", "train"]
+MULTINODE_JOB = Path(__file__).resolve().parents[2] / "k8s" / "training-multinode" / "job.yaml"
+
+
+def _torchrun_train(store: Path, mixed_csv: Path, launcher: list[str]) -> list[subprocess.Popen[str]]:
+    """`torchrun <launcher> -m training.cli train` on the mixed table; one Popen per launcher (node)."""
+    command = [str(Path(sys.executable).parent / "torchrun"), *launcher, "-m", "training.cli", "train"]
     command += ["--data", str(mixed_csv), "--model", "flow", "--name", "ddp", "--label", "outcome"]
-    command += ["--model-store", str(tmp_path), "--epochs", "3", "--device", "cpu", "--threads", "1", "--no-progress"]
+    command += ["--model-store", str(store), "--epochs", "3", "--device", "cpu", "--threads", "1", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert [p.name for p in (tmp_path / "ddp").iterdir()] == ["1"]
-    manifest = load_manifest(tmp_path / "ddp" / "1")
+    return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+
+
+def _finish(processes: list[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+
+
+def _multinode_launchers(port: int) -> list[list[str]]:
+    """The k8s/training-multinode Job's torchrun flags for each of its pods, with pod 0's address on loopback."""
+    spec = yaml.safe_load(MULTINODE_JOB.read_text())["spec"]
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    local = {"--master-addr": "127.0.0.1", "--master-port": str(port)}
+    launchers = []
+    for index in range(spec["completions"]):
+        flags = [arg.replace("$(NODE_RANK)", str(index)) for arg in args[: args.index("-m")]]
+        launchers.append(
+            [f"{f.split('=')[0]}={local[f.split('=')[0]]}" if f.split("=")[0] in local else f for f in flags]
+        )
+    return launchers
+
+
+def test_torchrun_two_processes_on_one_node_and_as_two_nodes(tmp_path: Path, mixed_csv: Path) -> None:
+    """Two gloo processes train one model; only rank 0 publishes it. The multi-node Job's rendezvous (two torchrun
+    agents meeting at node 0), run here as two local agents, trains the same model."""
+    _finish(_torchrun_train(tmp_path / "one", mixed_csv, ["--standalone", "--nproc_per_node", "2"]))
+    assert [p.name for p in (tmp_path / "one" / "ddp").iterdir()] == ["1"]
+    manifest = load_manifest(tmp_path / "one" / "ddp" / "1")
     assert manifest.metrics["epochs_run"] == 3
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launchers = _multinode_launchers(port)
+    assert len(launchers) == 2 and all("--nnodes=2" in launcher for launcher in launchers)
+    nodes = [p for launcher in launchers for p in _torchrun_train(tmp_path / "two", mixed_csv, launcher)]
+    _finish(nodes)
+    assert [p.name for p in (tmp_path / "two" / "ddp").iterdir()] == ["1"]
+    across = load_manifest(tmp_path / "two" / "ddp" / "1")
+    # World size 2 either way: the same shards, the same all-reduced gradients, the same model.
+    assert across.metrics["epochs_run"] == 3
+    assert across.metrics["best_validation_loss"] == manifest.metrics["best_validation_loss"]
+    assert across.files["sample.onnx"] == manifest.files["sample.onnx"]
