@@ -43,6 +43,15 @@ def _add_sampling(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_where(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--where",
+        action="append",
+        metavar="COLUMN=VALUE|COLUMN=LOW..HIGH",
+        help="only rows whose COLUMN is VALUE (a category or whole number) or within [LOW, HIGH]; repeat: all hold",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthserve")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--version", type=int, default=None)
     sample.add_argument("--chunk-rows", type=int, default=None)
     _add_sampling(sample)
+    _add_where(sample)
 
     balance = commands.add_parser("balance", help="rows that balance a labelled table")
     _add_target(balance)
@@ -164,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--counts", default=None, help="LABEL=ROWS,... (explicit_counts)")
     balance.add_argument("--seed", type=int, default=None)
     _add_sampling(balance)
+    _add_where(balance)
 
     bulk = commands.add_parser(
         "bulk", help="one seeded request written as Parquet partitions (a Kubernetes Indexed Job, or --all here)"

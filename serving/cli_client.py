@@ -49,6 +49,24 @@ def _pairs(text: str | None, flag: str, value_type: type[int] | type[float]) -> 
     return pairs
 
 
+def _where(items: list[str] | None) -> dict[str, Any] | None:
+    """`--where COLUMN=VALUE` (a category or whole number) and `--where COLUMN=LOW..HIGH` -> client conditions."""
+    conditions: dict[str, Any] = {}
+    for item in items or []:
+        column, sep, test = item.partition("=")
+        if not sep or not column or not test:
+            raise InputError(f"--where {item!r}: expected COLUMN=VALUE or COLUMN=LOW..HIGH")
+        low, dots, high = test.partition("..")
+        if dots:
+            try:
+                conditions[column] = (float(low), float(high))
+            except ValueError:
+                raise InputError(f"--where {item!r}: LOW..HIGH must be two numbers") from None
+        else:
+            conditions[column] = test
+    return conditions or None
+
+
 def _client_tls(args: argparse.Namespace) -> ClientTls | None:
     """The `--tls-*` flags as ClientTls (None: plaintext), every file checked."""
     if args.tls_ca is None and args.tls_cert is None and args.tls_key is None and args.tls_server_name is None:
@@ -60,7 +78,12 @@ def _client_tls(args: argparse.Namespace) -> ClientTls | None:
     return ClientTls(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
 
 
-def _sample(client: SynthClient, args: argparse.Namespace, proportions: dict[str, Any] | None) -> None:
+def _sample(
+    client: SynthClient,
+    args: argparse.Namespace,
+    proportions: dict[str, Any] | None,
+    conditions: dict[str, Any] | None,
+) -> None:
     """Streams the rows to the output as they arrive: the same rows as one unary Sample with that seed."""
     attrs: dict[str, Any] = {}
     with (
@@ -78,6 +101,7 @@ def _sample(client: SynthClient, args: argparse.Namespace, proportions: dict[str
             temperature=args.temperature,
             best_of=args.best_of,
             guidance=args.guidance,
+            conditions=conditions,
         ):
             attrs = attrs or dict(frame.attrs)
             writer.write(frame)
@@ -148,7 +172,13 @@ def _models(client: SynthClient) -> None:
         print(json.dumps(summary))
 
 
-def _balance(client: SynthClient, args: argparse.Namespace, frame: pd.DataFrame, counts: dict[str, Any] | None) -> None:
+def _balance(
+    client: SynthClient,
+    args: argparse.Namespace,
+    frame: pd.DataFrame,
+    counts: dict[str, Any] | None,
+    conditions: dict[str, Any] | None,
+) -> None:
     try:
         extra = client.balance(
             frame,
@@ -161,6 +191,7 @@ def _balance(client: SynthClient, args: argparse.Namespace, frame: pd.DataFrame,
             temperature=args.temperature,
             best_of=args.best_of,
             guidance=args.guidance,
+            conditions=conditions,
         )
     except ValueError as exc:
         raise InputError(f"--input {args.input}: {exc}") from exc
@@ -191,6 +222,7 @@ def client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     tls = _client_tls(args)
     proportions = counts = None
     bulk: tuple[BulkRequest, list[int]] | None = None
+    conditions = _where(getattr(args, "where", None))
     if args.command == "bulk":
         if args.out.exists() and not args.out.is_dir():
             raise InputError(f"--out {args.out}: not a directory")
@@ -219,9 +251,9 @@ def client_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if args.command == "models":
                 _models(client)
             elif args.command == "sample":
-                _sample(client, args, proportions)
+                _sample(client, args, proportions, conditions)
             elif args.command == "balance":
-                _balance(client, args, frame, counts)
+                _balance(client, args, frame, counts, conditions)
             elif bulk is not None:
                 _bulk(client, args, *bulk)
             else:

@@ -14,7 +14,13 @@ import grpc
 import numpy as np
 import pandas as pd
 
-from serving.client_requests import sampling_attrs, sampling_options, set_condition, table_pieces
+from serving.client_requests import (
+    sampling_attrs,
+    sampling_options,
+    set_condition,
+    set_feature_conditions,
+    table_pieces,
+)
 from serving.model_description import ColumnInfo, ModelDescription
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
@@ -117,12 +123,14 @@ class SynthClient:
         temperature: float | None = None,
         best_of: int | None = None,
         guidance: float | None = None,
+        conditions: Mapping[str, Any] | None = None,
     ) -> pd.DataFrame:
         """n rows; `frame.attrs` holds the seed, version and sampling options that reproduce them.
 
         `temperature` (0, 4] scales the model's normal noise; `best_of` k keeps, per row, the one of k candidates
         the model's posterior ranks highest for its class; `guidance` w in [0, 10] is the classifier-free guidance
-        weight of a diffusion model (1: plain conditional) (docs/serving.md)."""
+        weight of a diffusion model (1: plain conditional) (docs/serving.md). `conditions`: {column: value}
+        (a category label or whole number) or {column: (low, high)}: only rows that meet all of them."""
         request = pb.SampleRequest(
             model=model,
             version=version or 0,
@@ -131,6 +139,7 @@ class SynthClient:
             sampling=sampling_options(temperature, best_of, guidance),
         )
         set_condition(request, label, proportions)
+        set_feature_conditions(request, conditions)
         response = self._call(self._stub.Sample, request)
         frame = self._describe_served(model, response.version).to_frame(response.rows)
         frame.attrs.update(seed=response.seed, version=response.version, **sampling_attrs(response.sampling))
@@ -151,6 +160,7 @@ class SynthClient:
         guidance: float | None = None,
         first_row: int = 0,
         stop_row: int | None = None,
+        conditions: Mapping[str, Any] | None = None,
     ) -> Iterator[pd.DataFrame]:
         """The same rows as `sample`, in chunks; each frame's attrs hold seed, version, options and start_row.
 
@@ -167,6 +177,7 @@ class SynthClient:
             stop_row=stop_row or 0,
         )
         set_condition(request, label, proportions)
+        set_feature_conditions(request, conditions)
         for response in self._call(self._stub.SampleStream, request):
             frame = self._describe_served(model, response.version).to_frame(response.rows)
             frame.attrs.update(
@@ -191,8 +202,10 @@ class SynthClient:
         temperature: float | None = None,
         best_of: int | None = None,
         guidance: float | None = None,
+        conditions: Mapping[str, Any] | None = None,
     ) -> pd.DataFrame:
-        """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`.
+        """The synthetic rows that bring `df`'s classes to the strategy's counts, label in `label_column`
+        (only rows that meet `conditions`, as in `sample`).
 
         `best_of` left out takes the server's balance default (`--balance-best-of`); attrs say what was used."""
         if strategy not in STRATEGY_ENUMS:
@@ -210,6 +223,7 @@ class SynthClient:
             seed=seed,
             sampling=sampling_options(temperature, best_of, guidance),
         )
+        set_feature_conditions(request, conditions)
         frames = []
         response_seed = response_version = None
         options: dict[str, Any] = {}

@@ -10,12 +10,13 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from serving.model_description import ModelDescription
 from serving.proto import synthesizer_pb2 as pb
 
-__all__ = ["sampling_attrs", "sampling_options", "set_condition", "table_pieces"]
+__all__ = ["sampling_attrs", "sampling_options", "set_condition", "set_feature_conditions", "table_pieces"]
 
 _SIZE_SAMPLE_ROWS = 64  # rows encoded to estimate a frame's bytes per row
 
@@ -47,6 +48,23 @@ def set_condition(request: Any, label: Any, proportions: Mapping[Any, float] | N
         request.label = str(label)
     elif proportions is not None:
         request.proportions.weights.update({str(k): float(v) for k, v in proportions.items()})
+
+
+def set_feature_conditions(request: Any, conditions: Mapping[str, Any] | None) -> None:
+    """{column: value} (equality: a category label or a whole number) or {column: (low, high)} (a closed range)
+    as the request's FeatureConditions; every condition must hold."""
+    for column, test in (conditions or {}).items():
+        condition = request.conditions.add(column=str(column))
+        if isinstance(test, tuple | list):
+            if len(test) != 2:
+                raise ValueError(f"conditions[{column!r}]: a range is (low, high), got {test!r}")
+            condition.range.low, condition.range.high = float(test[0]), float(test[1])
+        elif isinstance(test, bool):
+            condition.equals.bool_value = test
+        elif isinstance(test, int | float | np.integer | np.floating):
+            condition.equals.number_value = float(test)
+        else:
+            condition.equals.string_value = str(test)
 
 
 def table_pieces(

@@ -84,6 +84,9 @@ class LimitsConfig:
     # Runs one request has queued or running at a time: a large request advances a few runs at a time, so the
     # runs of other requests interleave with its own instead of queuing behind all of them.
     request_window_runs: int = 4
+    # Candidate rows one request with feature conditions may draw (synthserve.contract.conditions): past it the
+    # request fails with FAILED_PRECONDITION naming the rarest condition. A candidate costs one sampled row.
+    max_condition_candidates: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from serving.registry import Registry
 from synthserve.contract import (
     POSTERIOR,
     SCORING_STREAM_OFFSET,
+    ConditionedRows,
+    LabelRuns,
     Scores,
     best_candidates,
     named_outputs,
@@ -49,6 +51,7 @@ class Engine:
         self.planner = Planner(limits, batcher_config.max_batch_rows)
         self.budget = MemoryBudget(limits.max_inflight_bytes)
         self.batchers = BatcherPool(lambda: self.registry, batcher_config, executor, slots)
+        self._max_block = batcher_config.max_batch_rows  # candidates of a conditioned request computed at once
 
     async def close(self) -> None:
         await self.batchers.close()
@@ -93,6 +96,32 @@ class Engine:
             rows = rows[best_candidates(named_outputs(scoring, scored)[POSTERIOR], labels, k)]
         return rows, labels
 
+    async def rows(
+        self, plan: RowPlan, deadline: float | None, held: Mapping[str, Batcher] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """All rows of the plan (a unary Sample): its row range, or the result of its conditions' search."""
+        if plan.conditions:
+            return await self._conditioned(plan, deadline, held)
+        return await self.generate(plan, 0, plan.n_rows, deadline, held)
+
+    async def _conditioned(
+        self, plan: RowPlan, deadline: float | None, held: Mapping[str, Batcher] | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per class, the first candidates that meet the plan's conditions (synthserve.contract.conditions):
+        candidate i of class c is row i of the plain request of class c under `condition_seed(seed, c)`."""
+        budget = self.limits.max_condition_candidates
+        request = ConditionedRows(
+            plan.model.manifest.schema, plan.seed, plan.labels, plan.n_rows, plan.conditions, budget, self._max_block
+        )
+        for class_index, seed, search in request.searches():
+            runs = None if class_index is None else LabelRuns((class_index,), (budget,))
+            candidates = RowPlan(plan.model, seed, budget, runs, plan.sampling)
+            while not search.done:
+                size = search.next_block()
+                block, _ = await self.generate(candidates, search.drawn, search.drawn + size, deadline, held)
+                search.add(block)
+        return request.result()
+
     async def stream(
         self, plan: RowPlan, deadline: float | None
     ) -> AsyncIterator[tuple[int, np.ndarray, np.ndarray | None]]:
@@ -109,6 +138,12 @@ class Engine:
                 holds.enter_context(self.hold(plan))
                 for batcher in held.values():
                     holds.enter_context(batcher.hold())
+                if plan.conditions:  # computed whole (within max_rows_per_request), sent in chunks
+                    rows, labels = await self._conditioned(plan, deadline, held)
+                    for start in range(0, plan.n_rows, plan.chunk_rows):
+                        stop = start + plan.chunk_rows
+                        yield start, rows[start:stop], None if labels is None else labels[start:stop]
+                    return
                 while next_start < end or pending:
                     while next_start < end and len(pending) <= self.limits.stream_prefetch_chunks:
                         stop = min(next_start + plan.chunk_rows, end)

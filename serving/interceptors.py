@@ -26,6 +26,17 @@ from serving.parsing import safe_deserializer
 from serving.receiving import SERVICE_PREFIX, HandlerInterceptor, receive_request, refuses_unread
 from synthserve.contract import RequestError, UnsupportedRequest
 
+
+# What grpc raises when a status cannot be sent because the call is gone (grpc's own handler ignores it only when
+# it escapes a servicer, not when it interrupts the handling of another exception).
+class _NoSuchError(Exception):
+    """Stands in for ExecuteBatchError where grpc does not define it: never raised."""
+
+
+_EXECUTE_BATCH_ERROR: type[BaseException] = getattr(
+    getattr(getattr(grpc, "_cython", None), "cygrpc", None), "ExecuteBatchError", _NoSuchError
+)
+
 __all__ = [
     "MAX_STATUS_MESSAGE_BYTES",
     "STATUS_BY_ERROR",
@@ -55,6 +66,15 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
         if isinstance(exc, error_type):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> None:
+    """Ends the call with `code`; when the peer is already gone (grpc cannot send a status: ExecuteBatchError),
+    as a cancelled call, which grpc ends quietly, instead of an error grpc logs with a traceback."""
+    try:
+        await context.abort(code, details)
+    except _EXECUTE_BATCH_ERROR:
+        raise asyncio.CancelledError from None
 
 
 def _failure(exc: BaseException, context: grpc.aio.ServicerContext) -> tuple[str, tuple[grpc.StatusCode, str] | None]:
@@ -119,7 +139,7 @@ class _Call:
             if exc is not None:
                 code, abort = _failure(exc, self._context)
                 if abort is not None:
-                    await self._context.abort(*abort)
+                    await _abort(self._context, *abort)
         finally:
             if self._admitted:
                 self._calls.finished()
@@ -168,7 +188,7 @@ def _probe(handler: grpc.RpcMethodHandler, method_path: str, calls: CallTracker)
         try:
             return await receive_request(requests, calls, method)
         except errors.ServingError as exc:
-            await context.abort(status_for(exc), _capped(str(exc)))
+            await _abort(context, status_for(exc), _capped(str(exc)))
 
     async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         return await behavior(await receive(requests, context), context)

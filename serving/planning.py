@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +23,14 @@ from serving.errors import InvalidArgument
 from serving.registry import LoadedModel
 from synthserve.contract import (
     PLAIN_SAMPLING,
+    FeatureCondition,
     LabelRuns,
     SamplingOptions,
     anomaly_threshold,
     balance_counts,
     plan_labels,
     require_graph,
+    resolve_conditions,
     row_bytes,
     table_overhead_bytes,
 )
@@ -57,6 +60,7 @@ class RowPlan:
     held_for: str = "num_rows"  # what the budget's refusal names
     first_row: int = 0  # a stream's partition: rows [first_row, stop_row) of the request's n_rows
     stop_row: int | None = None  # None: n_rows
+    conditions: tuple[FeatureCondition, ...] = ()  # on feature values: rows from a candidate search
 
     @property
     def end_row(self) -> int:
@@ -96,13 +100,28 @@ class Planner:
         chunk_rows: int = 0,
         first_row: int = 0,
         stop_row: int = 0,
+        conditions: Sequence[Mapping[str, Any]] = (),
     ) -> RowPlan:
         """Sample (`stream` False: one response message) or SampleStream (messages of `chunk_rows`), of rows
-        [first_row, stop_row) of the request (stop_row 0: num_rows; streams only)."""
+        [first_row, stop_row) of the request (stop_row 0: num_rows; streams only), meeting `conditions`."""
         if n_rows <= 0:
             raise InvalidArgument(f"num_rows must be > 0, got {n_rows}")
         limits = self.limits
         partition = stream and (first_row != 0 or stop_row != 0)
+        if partition and conditions:
+            raise InvalidArgument("first_row / stop_row: a partition of a request with conditions is not supported")
+        if conditions:
+            plan = self.sample(
+                model,
+                n_rows,
+                label=label,
+                proportions=proportions,
+                seed=seed,
+                sampling=sampling,
+                stream=stream,
+                chunk_rows=chunk_rows,
+            )
+            return self._conditioned(plan, conditions)
         if partition:
             first_row, stop_row = _check_partition(n_rows, first_row, stop_row)
             what = f"stop_row - first_row = {stop_row - first_row}"
@@ -135,13 +154,28 @@ class Planner:
         seed: int | None,
         sampling: SamplingOptions,
         chunk_rows: int = 0,
+        conditions: Sequence[Mapping[str, Any]] = (),
     ) -> RowPlan:
         """Balance: the rows each class needs (synthserve.contract.balance_counts), streamed by class."""
         runs = balance_counts(model.manifest, strategy, class_counts, target_ratio, explicit_counts)
         total = runs.n_rows
         limit = self.limits.max_rows_per_stream
         self._check_rows(total, sampling, limit, f"Balance needs {total} rows", "max_rows_per_stream")
-        return self._stream(model, _seed(seed), total, runs, sampling, chunk_rows)
+        plan = self._stream(model, _seed(seed), total, runs, sampling, chunk_rows)
+        return self._conditioned(plan, conditions) if conditions and total else plan
+
+    def _conditioned(self, plan: RowPlan, conditions: Sequence[Mapping[str, Any]]) -> RowPlan:
+        """`plan` with feature conditions: its rows are computed whole (at most max_rows_per_request of them, and
+        at most max_condition_candidates candidates), then sent as the plan says."""
+        resolved = resolve_conditions(plan.model.manifest, conditions)
+        limits = self.limits
+        what = f"num_rows {plan.n_rows} with conditions"
+        self._check_rows(plan.n_rows, plan.sampling, limits.max_rows_per_request, what, "max_rows_per_request")
+        if plan.n_rows > limits.max_condition_candidates:
+            raise InvalidArgument(f"{what} exceeds max_condition_candidates = {limits.max_condition_candidates}")
+        schema = plan.model.manifest.schema
+        held = plan.held_bytes + sample_bytes(schema, plan.n_rows + self._max_batch_rows, plan.sampling.best_of)
+        return dataclasses.replace(plan, conditions=resolved, held_bytes=held)
 
     def score(
         self, model: LoadedModel, read: TableReader, *, seed: int, start_row: int, fpr: float | None

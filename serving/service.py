@@ -41,6 +41,26 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else asyncio.get_running_loop().time() + remaining
 
 
+def _value(value: Any) -> Any:
+    """A google.protobuf.Value -> the Python value (None when unset)."""
+    kind = value.WhichOneof("kind")
+    return None if kind in (None, "null_value") else getattr(value, kind)
+
+
+def _conditions(request: pb.SampleRequest | pb.SampleStreamRequest | pb.BalanceRequest) -> list[dict[str, Any]]:
+    """FeatureCondition messages -> the contract's condition mappings (resolve_conditions checks them)."""
+    conditions: list[dict[str, Any]] = []
+    for condition in request.conditions:
+        test = condition.WhichOneof("test")
+        if test == "equals":
+            conditions.append({"column": condition.column, "equals": _value(condition.equals)})
+        elif test == "range":
+            conditions.append({"column": condition.column, "low": condition.range.low, "high": condition.range.high})
+        else:
+            conditions.append({"column": condition.column})
+    return conditions
+
+
 def _partition(request: pb.SampleStreamRequest) -> dict[str, int]:
     return {"chunk_rows": request.chunk_rows, "first_row": request.first_row, "stop_row": request.stop_row}
 
@@ -117,6 +137,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             seed=_seed(request),
             sampling=_sampling(model, request.sampling),
             stream=stream,
+            conditions=_conditions(request),
             **(_partition(request) if isinstance(request, pb.SampleStreamRequest) else {}),
         )
 
@@ -137,7 +158,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
         plan = self._plan_sample(request, stream=False)
         model = plan.model
         with self._engine.hold(plan):
-            rows, labels = await self._engine.generate(plan, 0, plan.n_rows, _deadline(context))
+            rows, labels = await self._engine.rows(plan, _deadline(context))
             metrics.child(metrics.ROWS_GENERATED, model.name).inc(plan.n_rows)
             response = pb.SampleResponse(version=model.version, seed=plan.seed, sampling=_echo(plan.sampling))
             await _encode(model, rows, labels, response.rows)
@@ -167,6 +188,7 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             seed=_seed(request),
             sampling=_sampling(model, request.sampling, self._balance_sampling),
             chunk_rows=request.chunk_rows,
+            conditions=_conditions(request),
         )
         if plan.n_rows == 0:
             yield pb.BalanceResponse(

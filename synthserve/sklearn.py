@@ -45,10 +45,13 @@ class _SynthOverSampler(BaseOverSampler):
 
     def _check_X_y(self, X: Any, y: Any, accept_sparse: Any = None) -> tuple[pd.DataFrame, np.ndarray, bool]:
         y, binarize_y = check_target_type(y, indicate_one_vs_all=True)
-        if hasattr(X, "tocsr") or hasattr(X, "sparse"):
+        if hasattr(X, "tocsr"):
             raise TypeError(f"{type(self).__name__} takes dense rows (a DataFrame or an array), not a sparse matrix")
         if isinstance(X, pd.DataFrame):
+            sparse = [c for c in X.columns if isinstance(X[c].dtype, pd.SparseDtype)]
             frame = X.reset_index(drop=True)
+            if sparse:  # pandas sparse columns train as their dense values; the output gets X's dtypes back
+                frame = frame.astype({c: X[c].dtype.subtype for c in sparse})
             if all(isinstance(c, str) for c in X.columns):
                 self.feature_names_in_ = np.asarray(X.columns, dtype=object)
             elif hasattr(self, "feature_names_in_"):

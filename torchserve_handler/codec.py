@@ -49,7 +49,7 @@ __all__ = [
     "rows_from_columns",
 ]
 
-SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding", "temperature", "best_of", "guidance")
+SAMPLE_FIELDS = ("n", "seed", "label", "proportions", "encoding", "temperature", "best_of", "guidance", "conditions")
 ENCODINGS = ("json", "npy")
 SCORE_FIELDS = ("rows", "seed", "fpr")
 MAX_SEED = 2**64
@@ -63,6 +63,9 @@ class SampleRequest:
     proportions: dict[str, float] | None  # class label as text -> weight
     encoding: str = "json"  # json | npy
     sampling: SamplingOptions = PLAIN_SAMPLING  # temperature, best-of-k, guidance: the gRPC API's SamplingOptions
+    # Feature conditions as the contract takes them ({"column", "equals"} or {"column", "low", "high"}),
+    # checked against the model by synthserve.contract.resolve_conditions.
+    conditions: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,27 @@ def _number(value: Any, field: str) -> float:
 
 def _seed(body: Mapping[str, Any]) -> int | None:
     return None if body.get("seed") is None else _integer(body["seed"], "seed", 0, MAX_SEED - 1)
+
+
+def _conditions(raw: Any) -> tuple[dict[str, Any], ...]:
+    """{"column": value} (equality) or {"column": [low, high]} (a closed range), as the Python client takes them."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise InvalidRequest(
+            f"conditions: must be an object mapping column names to a value or [low, high], got {raw!r}"
+        )
+    conditions: list[dict[str, Any]] = []
+    for column, test in raw.items():
+        if isinstance(test, list):
+            if len(test) != 2:
+                raise InvalidRequest(f"conditions[{column!r}]: a range is [low, high], got {test!r}")
+            conditions.append({"column": column, "low": test[0], "high": test[1]})
+        elif isinstance(test, dict) or test is None:
+            raise InvalidRequest(f"conditions[{column!r}]: must be a value or [low, high], got {test!r}")
+        else:
+            conditions.append({"column": column, "equals": test})
+    return tuple(conditions)
 
 
 def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | ScoreRequest:
@@ -147,6 +171,7 @@ def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | Sco
         proportions=proportions,
         encoding=encoding,
         sampling=SamplingOptions(temperature, best_of, guidance),
+        conditions=_conditions(body.get("conditions")),
     )
 
 

@@ -8,8 +8,9 @@ counts by largest remainder with the rows ordered by class index; no condition m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,9 @@ from synthserve.contract import (
     noise_feeds,
     plan_labels,
     require_graph,
+    resolve_conditions,
     resolve_sampling,
+    sample_conditioned_rows,
     sample_rows,
     verify_files,
 )
@@ -35,6 +38,9 @@ __all__ = ["SERVED_GRAPHS", "ExportedModel", "verify_graph_files"]
 
 # The handler serves sampling and density; `encode` stays a gRPC-server feature.
 SERVED_GRAPHS = ("sample", "sample_guided", "log_prob")
+# Candidates of a conditioned request computed at once, as the gRPC server (its default max_batch_rows): the
+# block size changes the work done, never the rows.
+CONDITION_BLOCK = 2048
 
 
 def verify_graph_files(directory: Path, manifest: Manifest) -> list[str]:
@@ -88,6 +94,26 @@ class ExportedModel:
         # best_of > 1 needs a posterior, guidance != 1 a sample_guided graph
         resolve_sampling(self.manifest, options.temperature, options.best_of, guidance=options.guidance)
         return sample_rows(self.manifest.graphs, self._run, seed, labels, n_rows, options)
+
+    def sample_conditioned(
+        self,
+        n_rows: int,
+        seed: int,
+        label: str | None,
+        proportions: Mapping[str, float] | None,
+        conditions: Sequence[Mapping[str, Any]],
+        options: SamplingOptions,
+        budget: int,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows that meet `conditions` and their class indices: the gRPC server's candidate search
+        (synthserve.contract.sample_conditioned_rows); RareCondition past `budget` candidates."""
+        resolve_sampling(self.manifest, options.temperature, options.best_of, guidance=options.guidance)
+        resolved = resolve_conditions(self.manifest, conditions)
+        runs = plan_labels(self.manifest, n_rows, label, proportions)
+        schema = self.manifest.schema
+        return sample_conditioned_rows(
+            self.manifest.graphs, self._run, schema, seed, runs, n_rows, resolved, options, budget, CONDITION_BLOCK
+        )
 
     def score(self, rows: np.ndarray, seed: int) -> Scores:
         """log p(x), log p(x|c) and p(c|x) for float32 rows [n, D]; `seed` feeds the graph's noise, if any."""

@@ -30,6 +30,8 @@ class HandlerConfig:
     # within TorchServe's default max_response_size (6.5 MB). Wider models or more rows need a larger one.
     max_rows_per_request: int = 10_000
     intra_op_threads: int = 1
+    # Candidate rows one request with feature conditions may draw, as the gRPC server's max_condition_candidates.
+    max_condition_candidates: int = 1_000_000
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> HandlerConfig:
@@ -69,9 +71,20 @@ class SynthService:
         request = parse_request(body, self.config.max_rows_per_request)
         if isinstance(request, ScoreRequest):
             return Response.json_body(self.score(request))
-        labels = self.model.plan_labels(request.n_rows, request.label, request.proportions)
         seed = secrets.randbits(64) if request.seed is None else request.seed
-        rows = self.model.sample(request.n_rows, seed, labels, request.sampling)
+        if request.conditions:
+            rows, labels = self.model.sample_conditioned(
+                request.n_rows,
+                seed,
+                request.label,
+                request.proportions,
+                request.conditions,
+                request.sampling,
+                self.config.max_condition_candidates,
+            )
+        else:
+            labels = self.model.plan_labels(request.n_rows, request.label, request.proportions)
+            rows = self.model.sample(request.n_rows, seed, labels, request.sampling)
         schema = self.model.manifest.schema
         if request.encoding == "npy":
             # Headers carry what the JSON body would: the seed that reproduces the rows, and the version.

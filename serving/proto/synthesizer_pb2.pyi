@@ -192,8 +192,26 @@ class GetModelResponse(_message.Message):
     model: ModelInfo
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
 
+class FeatureCondition(_message.Message):
+    __slots__ = ("column", "equals", "range")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    EQUALS_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    equals: _struct_pb2.Value
+    range: ValueRange
+    def __init__(self, column: _Optional[str] = ..., equals: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., range: _Optional[_Union[ValueRange, _Mapping]] = ...) -> None: ...
+
+class ValueRange(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
 class SampleRequest(_message.Message):
-    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "sampling")
+    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "sampling", "conditions")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +219,7 @@ class SampleRequest(_message.Message):
     PROPORTIONS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     num_rows: int
@@ -208,7 +227,8 @@ class SampleRequest(_message.Message):
     proportions: ClassProportions
     seed: int
     sampling: SamplingOptions
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[FeatureCondition]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[FeatureCondition, _Mapping]]] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("version", "seed", "rows", "sampling")
@@ -223,7 +243,7 @@ class SampleResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class SampleStreamRequest(_message.Message):
-    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "sampling", "first_row", "stop_row")
+    __slots__ = ("model", "version", "num_rows", "label", "proportions", "seed", "chunk_rows", "sampling", "first_row", "stop_row", "conditions")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +254,7 @@ class SampleStreamRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     FIRST_ROW_FIELD_NUMBER: _ClassVar[int]
     STOP_ROW_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     num_rows: int
@@ -244,7 +265,8 @@ class SampleStreamRequest(_message.Message):
     sampling: SamplingOptions
     first_row: int
     stop_row: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., first_row: _Optional[int] = ..., stop_row: _Optional[int] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[FeatureCondition]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., num_rows: _Optional[int] = ..., label: _Optional[str] = ..., proportions: _Optional[_Union[ClassProportions, _Mapping]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., first_row: _Optional[int] = ..., stop_row: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[FeatureCondition, _Mapping]]] = ...) -> None: ...
 
 class SampleStreamResponse(_message.Message):
     __slots__ = ("version", "seed", "start_row", "rows", "sampling")
@@ -261,7 +283,7 @@ class SampleStreamResponse(_message.Message):
     def __init__(self, version: _Optional[int] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
 
 class BalanceRequest(_message.Message):
-    __slots__ = ("model", "version", "class_counts", "strategy", "target_ratio", "explicit_counts", "seed", "chunk_rows", "sampling")
+    __slots__ = ("model", "version", "class_counts", "strategy", "target_ratio", "explicit_counts", "seed", "chunk_rows", "sampling", "conditions")
     class ClassCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +307,7 @@ class BalanceRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ROWS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     class_counts: _containers.ScalarMap[str, int]
@@ -294,7 +317,8 @@ class BalanceRequest(_message.Message):
     seed: int
     chunk_rows: int
     sampling: SamplingOptions
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., class_counts: _Optional[_Mapping[str, int]] = ..., strategy: _Optional[_Union[BalanceStrategy, str]] = ..., target_ratio: _Optional[float] = ..., explicit_counts: _Optional[_Mapping[str, int]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ...) -> None: ...
+    conditions: _containers.RepeatedCompositeFieldContainer[FeatureCondition]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., class_counts: _Optional[_Mapping[str, int]] = ..., strategy: _Optional[_Union[BalanceStrategy, str]] = ..., target_ratio: _Optional[float] = ..., explicit_counts: _Optional[_Mapping[str, int]] = ..., seed: _Optional[int] = ..., chunk_rows: _Optional[int] = ..., sampling: _Optional[_Union[SamplingOptions, _Mapping]] = ..., conditions: _Optional[_Iterable[_Union[FeatureCondition, _Mapping]]] = ...) -> None: ...
 
 class BalanceResponse(_message.Message):
     __slots__ = ("version", "seed", "start_row", "rows", "sampling")

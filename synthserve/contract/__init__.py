@@ -4,6 +4,16 @@ Both sides import this package; it imports nothing but numpy and the standard li
 one-way rule (training never imports serving and vice versa) holds while the format has one definition.
 """
 
+from synthserve.contract.conditions import (
+    MAX_CONDITIONS,
+    CandidateSearch,
+    ConditionedRows,
+    FeatureCondition,
+    RareCondition,
+    condition_seed,
+    resolve_conditions,
+    sample_conditioned_rows,
+)
 from synthserve.contract.errors import RequestError, UnsupportedRequest
 from synthserve.contract.files import (
     FileCheckError,
@@ -85,6 +95,7 @@ __all__ = [
     "LATENT",
     "LOG_DENSITY",
     "MAX_BEST_OF",
+    "MAX_CONDITIONS",
     "MAX_GUIDANCE",
     "MAX_TEMPERATURE",
     "MISSING_CODE",
@@ -94,13 +105,17 @@ __all__ = [
     "ROWS",
     "SCORING_STREAM_OFFSET",
     "Calibration",
+    "CandidateSearch",
     "Column",
+    "ConditionedRows",
+    "FeatureCondition",
     "FileCheckError",
     "GraphSpec",
     "LabelRuns",
     "LabelSpec",
     "Manifest",
     "ManifestError",
+    "RareCondition",
     "RequestError",
     "SamplingOptions",
     "Schema",
@@ -114,6 +129,7 @@ __all__ = [
     "check_file_name",
     "class_index",
     "close_matches",
+    "condition_seed",
     "draw_noise",
     "finish_rows",
     "from_datetime64",
@@ -129,8 +145,10 @@ __all__ = [
     "noise_row_width",
     "plan_labels",
     "require_graph",
+    "resolve_conditions",
     "resolve_sampling",
     "row_bytes",
+    "sample_conditioned_rows",
     "sample_feeds",
     "sample_rows",
     "selects_by_posterior",

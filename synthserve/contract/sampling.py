@@ -183,22 +183,24 @@ def sample_rows(
     labels: np.ndarray | None,
     n_rows: int,
     options: SamplingOptions = SamplingOptions(),
+    start_row: int = 0,
 ) -> np.ndarray:
-    """Rows 0..n_rows-1 of a request in one pass (no batching), for callers that run the graphs themselves
-    (the TorchServe handler, the quality benchmark); the gRPC server applies the same rule chunk by chunk.
-    `labels`: class index per row, None for an unconditional model."""
+    """Rows start_row..start_row+n_rows-1 of a request in one pass (no batching), for callers that run the graphs
+    themselves (the TorchServe handler, the quality benchmark); the gRPC server applies the same rule chunk by
+    chunk. `labels`: class index per row, None for an unconditional model."""
     spec = graphs[options.graph]
     k = options.best_of
     if labels is None and spec.input_named("label") is not None:
         raise ValueError("a conditional model needs a class index per row")
     candidate_labels = np.repeat(labels, k) if labels is not None and k > 1 else labels
-    (rows,) = run(options.graph, sample_feeds(spec, seed, 0, n_rows * k, options, candidate_labels))
+    first = start_row * k
+    (rows,) = run(options.graph, sample_feeds(spec, seed, first, n_rows * k, options, candidate_labels))
     if k == 1:
         return rows
     scoring = graphs.get("log_prob")
     if labels is None or scoring is None or not has_class_posterior(graphs):
         raise ValueError(f"best_of {k} needs a conditional model with a class posterior")
-    feeds = noise_feeds(scoring, seed, 0, n_rows * k, stream_offset=SCORING_STREAM_OFFSET)
+    feeds = noise_feeds(scoring, seed, first, n_rows * k, stream_offset=SCORING_STREAM_OFFSET)
     rows_input = scoring.input_named("rows")
     assert rows_input is not None, "a log_prob graph takes rows"
     feeds[rows_input] = rows

@@ -131,3 +131,21 @@ def test_rows_with_gaps_are_scored_and_encoded(trained: tuple[Path, pd.DataFrame
     assert np.isfinite(scores["log_density"]).all() and len(scores) == len(rows)
     latent = client.encode("customers", rows)
     assert latent.shape[0] == len(rows) and np.isfinite(latent).all()
+
+
+def test_conditions_on_whole_numbers_booleans_categories_and_ranges(client: SynthClient) -> None:
+    """A trained model's rows under conditions of every kind: exact counts, every row meets them, reproducible,
+    and the stream gives the unary rows."""
+    conditions: dict[str, object] = {"age": 40, "children": (1, 3), "member": True, "price": (20.0, 35.5)}
+    rows = client.sample("customers", 120, proportions={"churn": 1, "stay": 1}, seed=3, conditions=conditions)
+    assert len(rows) == 120 and rows["label"].value_counts().to_dict() == {"churn": 60, "stay": 60}
+    assert (rows["age"] == 40).all() and rows["children"].between(1, 3).all() and rows["member"].all()
+    assert rows["price"].between(20.0, 35.5).all()
+    again = client.sample("customers", 120, proportions={"churn": 1, "stay": 1}, seed=3, conditions=conditions)
+    pd.testing.assert_frame_equal(rows, again)
+    streamed = client.sample_stream(
+        "customers", 120, proportions={"churn": 1, "stay": 1}, seed=3, conditions=conditions, chunk_rows=50
+    )
+    pd.testing.assert_frame_equal(pd.concat(list(streamed), ignore_index=True), rows)
+    city = client.sample("customers", 5, label="stay", seed=1, conditions={"city": "city_000"})
+    assert set(city["city"]) == {"city_000"}

@@ -397,3 +397,30 @@ def test_client_tls_takes_str_paths(tmp_path: Path) -> None:
     assert tls.ca_file == ca and tls.credentials() is not None
     with pytest.raises(ValueError, match=r"tls\.ca_file: cannot read .*nope\.pem"):
         ClientTls(ca_file=str(tmp_path / "nope.pem")).credentials()
+
+
+def test_where_keeps_the_rows_that_meet_every_condition(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rows.csv"
+    argv = ["sample", "--target", server.target, "--model", "gauss", "--rows", "60", "--seed", "2", "--label", "pos"]
+    assert main([*argv, "--where", "cat=b", "--where", "x0=19.5..20.5", "-o", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 60 and set(frame["cat"]) == {"b"} and frame["x0"].between(19.5, 20.5).all()
+    assert main([*argv, "--where", "x0=high"]) == 1
+    assert (
+        "INVALID_ARGUMENT: conditions[0].equals: equality applies to categorical and integer" in capsys.readouterr().err
+    )
+    assert main([*argv, "--where", "x0=1..b"]) == 2
+    assert "--where 'x0=1..b': LOW..HIGH must be two numbers" in capsys.readouterr().err
+    assert main([*argv, "--where", "x0"]) == 2
+    assert "--where 'x0': expected COLUMN=VALUE or COLUMN=LOW..HIGH" in capsys.readouterr().err
+    table = tmp_path / "input.csv"
+    pd.DataFrame({"x0": [0.0] * 6, "x1": [0.0] * 6, "cat": ["a"] * 6, "y": ["neg"] * 5 + ["pos"]}).to_csv(
+        table, index=False
+    )
+    balanced = tmp_path / "balanced.csv"
+    balance = ["balance", "--target", server.target, "--model", "gauss", "--input", str(table), "--label-column", "y"]
+    assert main([*balance, "--seed", "1", "--where", "cat=c", "-o", str(balanced)]) == 0
+    extra = pd.read_csv(balanced)
+    assert len(extra) == 4 and set(extra["cat"]) == {"c"} and set(extra["y"]) == {"pos"}

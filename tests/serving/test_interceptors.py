@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc._cython import cygrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from serving import errors
 from serving.client import SynthClient
-from serving.interceptors import STATUS_BY_ERROR, status_for
+from serving.interceptors import STATUS_BY_ERROR, _abort, status_for
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from synthserve.contract import RequestError, UnsupportedRequest
@@ -68,3 +70,21 @@ def test_a_valid_token_is_served_and_probes_need_none(token_server: ServerThread
     with grpc.insecure_channel(token_server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_status_that_cannot_be_sent_ends_the_call_as_cancelled() -> None:
+    """The peer went away before the refusal: grpc cannot send the status (ExecuteBatchError), which, raised
+    while another error is handled, grpc logs with a traceback; the call ends as cancelled instead."""
+
+    class GoneContext:
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise cygrpc.ExecuteBatchError("Failed execute_batch")
+
+    class LiveContext:
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise grpc.aio.AbortError(details)
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_abort(GoneContext(), grpc.StatusCode.INVALID_ARGUMENT, "x"))  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(_abort(LiveContext(), grpc.StatusCode.INVALID_ARGUMENT, "x"))  # type: ignore[arg-type]

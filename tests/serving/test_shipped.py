@@ -17,7 +17,16 @@ from serving.client import SynthClient
 from serving.config import BatcherConfig, ServerConfig
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
-from synthserve.contract import Manifest, SamplingOptions, finish_rows, load_manifest, sample_rows
+from synthserve.contract import (
+    LabelRuns,
+    Manifest,
+    SamplingOptions,
+    finish_rows,
+    load_manifest,
+    resolve_conditions,
+    sample_conditioned_rows,
+    sample_rows,
+)
 from synthserve.contract.sessions import open_session
 from tests.serving.conftest import ServerThread
 from tests.serving.helpers import columns_of
@@ -222,3 +231,51 @@ def test_bulk_partitions_of_a_trained_model_are_its_stream(
     parts = pd.concat([pd.read_parquet(p) for p in sorted(paths)], ignore_index=True)
     assert len(parts) == 2_500 and list(parts.columns) == list(whole.columns)
     pd.testing.assert_frame_equal(parts, whole, check_exact=True)
+
+
+def test_conditions_on_a_trained_model_follow_the_contracts_search(stub: Stub) -> None:
+    """abalone19-flow, best-of-3 rows of both classes with a category and a range: every row meets them, the rows
+    are the contract's reference search (sample_conditioned_rows over the version's own graphs), and the stream
+    equals the unary call."""
+    name = "abalone19-flow"
+    manifest = _manifest(name)
+    directory = STORE / name / str(manifest.version)
+    sessions = {g: open_session(directory / manifest.graphs[g].file) for g in ("sample", "log_prob")}
+
+    def run(graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(sessions[graph].run(None, feeds))
+
+    conditions = [pb.FeatureCondition(column="A1"), pb.FeatureCondition(column="A2")]
+    conditions[0].equals.string_value = "M"
+    conditions[1].range.low, conditions[1].range.high = 0.5, 0.6
+    proportions = pb.ClassProportions(weights={"negative": 1, "positive": 1})
+    options = pb.SamplingOptions(best_of=3)
+    unary = stub.Sample(
+        pb.SampleRequest(
+            model=name, num_rows=300, seed=11, proportions=proportions, sampling=options, conditions=conditions
+        )
+    )
+    rows = _matrix(unary.rows)
+    assert rows.shape == (300, manifest.schema.width)
+    assert (rows[:, 0] == 2).all() and ((rows[:, 1] >= 0.5) & (rows[:, 1] <= 0.6)).all()  # M is code 2
+    assert np.bincount(np.frombuffer(unary.rows.labels, "<i4")).tolist() == [150, 150]
+    resolved = resolve_conditions(
+        manifest, [{"column": "A1", "equals": "M"}, {"column": "A2", "low": 0.5, "high": 0.6}]
+    )
+    runs = LabelRuns((0, 1), (150, 150))
+    graph_rows, labels = sample_conditioned_rows(
+        manifest.graphs, run, manifest.schema, 11, runs, 300, resolved, SamplingOptions(best_of=3), 10**6, 2048
+    )
+    expected = np.stack(finish_rows(manifest.schema, graph_rows), axis=1).astype(np.float32)
+    np.testing.assert_allclose(rows, expected, atol=1e-5)
+    assert labels is not None and (np.frombuffer(unary.rows.labels, "<i4") == labels).all()
+    stream = pb.SampleStreamRequest(
+        model=name,
+        num_rows=300,
+        seed=11,
+        proportions=proportions,
+        sampling=options,
+        conditions=conditions,
+        chunk_rows=100,
+    )
+    np.testing.assert_array_equal(np.concatenate([_matrix(c.rows) for c in stub.SampleStream(stream)]), rows)

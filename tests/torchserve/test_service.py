@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from synthserve.contract import RequestError, load_manifest
+from synthserve.contract import RequestError, condition_seed, load_manifest
 from tests.torchserve.support import SHIPPED_STORE, assert_rows_equal
 from tests.torchserve.tiny_models import COLORS, TINY_MODELS
 from torchserve_handler.model import ExportedModel
@@ -84,6 +84,37 @@ def test_unconditional_scores_have_no_posterior(services: dict[str, SynthService
     service = services[UNCOND.name]
     response = respond(service, {"rows": respond(service, {"n": 3, "seed": 1})["rows"]})
     assert set(response) == {"model", "version", "num_rows", "log_density"}
+
+
+def test_conditions_keep_the_first_candidates_that_meet_them(services: dict[str, SynthService]) -> None:
+    """{"color": value, "count": value, "x": [low, high]}: per class, the first of its candidates (seed
+    condition_seed(seed, class)) that meet every condition, as the gRPC server keeps them."""
+    body = {
+        "n": 30,
+        "seed": 4,
+        "proportions": {"neg": 1, "pos": 2},
+        "conditions": {"color": COLORS[1], "count": 2, "x": [-0.5, 2.8]},
+    }
+    response = respond(services[COND.name], body)
+    rows = response["rows"]
+    assert response["num_rows"] == 30 and rows["target"] == ["neg"] * 10 + ["pos"] * 20
+    assert set(rows["color"]) == {COLORS[1]} and set(rows["count"]) == {2} and all(-0.5 <= x <= 2.8 for x in rows["x"])
+    for class_index, (begin, end) in enumerate(((0, 10), (10, 30))):
+        candidates = COND.expected_rows(condition_seed(4, class_index), np.full(4000, class_index), 4000)
+        keep = [
+            i
+            for i in range(4000)
+            if candidates["color"][i] == COLORS[1] and candidates["count"][i] == 2 and -0.5 <= candidates["x"][i] <= 2.8
+        ][: end - begin]
+        np.testing.assert_allclose(rows["x"][begin:end], [candidates["x"][i] for i in keep], rtol=1e-6)
+        np.testing.assert_allclose(rows["y"][begin:end], [candidates["y"][i] for i in keep], rtol=1e-6)
+    assert respond(services[COND.name], body) == response
+    with pytest.raises(RequestError, match=r"conditions\[0\].equals: 'teal' is not a category of 'color'"):
+        respond(services[COND.name], {**body, "conditions": {"color": "teal"}})
+    with pytest.raises(RequestError, match=r"conditions\['x'\]: a range is \[low, high\]"):
+        respond(services[COND.name], {**body, "conditions": {"x": [1, 2, 3]}})
+    with pytest.raises(RequestError, match=r"the rarest, 50 <= x <= 60, alone keeps 0.00%"):
+        respond(services[COND.name], {**body, "conditions": {"x": [50, 60]}})
 
 
 @pytest.mark.parametrize(
