@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.models.base import mlp
@@ -29,15 +28,24 @@ MIN_DERIVATIVE = 1e-3
 DERIVATIVE_SHIFT = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 
 
-def _knots(raw: Tensor, bound: float) -> tuple[Tensor, Tensor]:
-    """Unnormalized bin sizes [..., K] -> (knot positions [..., K + 1] from -bound to bound, bin sizes [..., K])."""
+def _softmax(raw: Tensor) -> Tensor:
+    """Softmax over the last axis as elementwise ops: ONNX Runtime's Softmax is slow on a short float64 axis."""
+    shifted = torch.exp(raw - raw.amax(dim=-1, keepdim=True))
+    return shifted / shifted.sum(dim=-1, keepdim=True)
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """log(1 + e^x) as elementwise ops (ONNX Runtime's Softplus kernel is scalar, and float32 only)."""
+    return torch.clamp(x, min=0.0) + torch.log1p(torch.exp(-x.abs()))
+
+
+def _bins(raw: Tensor, bound: float) -> tuple[Tensor, Tensor]:
+    """Unnormalized bin sizes [..., K] -> (left edges [..., K], from -bound, and widths [..., K], summing to
+    2 * bound): the knots without the right end, which the tails meet (the last bin ends at bound)."""
     bins = raw.shape[-1]
-    sizes = MIN_BIN + (1.0 - MIN_BIN * bins) * torch.softmax(raw, dim=-1)
-    knots = F.pad(torch.cumsum(sizes, dim=-1), (1, 0)) * (2.0 * bound) - bound
-    # The ends exactly at +-bound (cumsum rounding), so the tails join the spline continuously.
-    edge = torch.full_like(knots[..., :1], bound)
-    knots = torch.cat([-edge, knots[..., 1:-1], edge], dim=-1)
-    return knots, knots[..., 1:] - knots[..., :-1]
+    sizes = MIN_BIN + (1.0 - MIN_BIN * bins) * _softmax(raw)
+    # cumsum - sizes is exactly 0 in the first bin, so the first edge is exactly -bound.
+    return (torch.cumsum(sizes, dim=-1) - sizes) * (2.0 * bound) - bound, sizes * (2.0 * bound)
 
 
 def _at(values: Tensor, index: Tensor) -> Tensor:
@@ -52,26 +60,25 @@ def rational_quadratic(
 
     `inverse` maps y back to x and returns log|dx/dy| (the negative of the forward log-derivative at x).
 
-    The spline itself is computed in float64 and returned in x's dtype: in float32 the knots' softmax and cumsum
-    round differently in each runtime, and a steep bin's inverse (the quadratic's root) turns those roundings into
-    many times the output's own float32 rounding, so exported graphs failed the parity check on some trained
-    models. In float64 every runtime lands within one float32 rounding of the exact spline."""
+    The spline is computed in float64 and returned in x's dtype: in float32 the knots' softmax and cumsum round
+    differently in each runtime, and a steep bin's inverse (the quadratic's root) turns those roundings into many
+    times the output's own float32 rounding, so exported graphs failed the parity check on some trained models.
+    In float64 every runtime lands within one float32 rounding of the exact spline. Softmax and softplus are
+    written as elementwise ops, which ONNX Runtime runs several times faster than its kernels for them."""
     dtype = x.dtype
-    # Softplus in the network's dtype (ONNX Runtime has no float64 Softplus kernel), everything after in float64.
-    slopes = (MIN_DERIVATIVE + F.softplus(derivative_raw + DERIVATIVE_SHIFT)).double()
-    x, width_raw, height_raw = x.double(), width_raw.double(), height_raw.double()
+    x = x.double()
     inside = (x >= -bound) & (x <= bound)
     # Computed on the clamped value everywhere, so outside rows carry no NaN or inf into where's gradients.
     v = torch.clamp(x, -bound, bound)
-    x_knots, widths = _knots(width_raw, bound)
-    y_knots, heights = _knots(height_raw, bound)
+    x_left, widths = _bins(width_raw.double(), bound)
+    y_left, heights = _bins(height_raw.double(), bound)
+    slopes = MIN_DERIVATIVE + _softplus(derivative_raw.double() + DERIVATIVE_SHIFT)
     ones = torch.ones_like(slopes[..., :1])
-    derivatives = torch.cat([ones, slopes, ones], dim=-1)
-    knots = y_knots if inverse else x_knots
+    derivatives = torch.cat([ones, slopes, ones], dim=-1)  # at the K + 1 knots; 1 at the ends (linear tails)
     # The bin: how many interior knots lie at or below the value (ONNX has no searchsorted).
-    index = (v.unsqueeze(-1) >= knots[..., 1:-1]).sum(-1)
-    x0, width, y0, height = _at(x_knots, index), _at(widths, index), _at(y_knots, index), _at(heights, index)
-    d0, d1 = _at(derivatives, index), _at(derivatives[..., 1:], index)
+    index = (v.unsqueeze(-1) >= (y_left if inverse else x_left)[..., 1:]).sum(-1)
+    x0, width, y0, height = _at(x_left, index), _at(widths, index), _at(y_left, index), _at(heights, index)
+    d0, d1 = _at(derivatives, index), _at(derivatives, index + 1)
     slope = height / width
     bend = d0 + d1 - 2.0 * slope
     if inverse:
@@ -115,8 +122,8 @@ class SplineCoupling(nn.Module):
 
     def _spline(self, x_a: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         raw = self.net(torch.cat([x_a, cond], dim=1)).reshape(-1, self.n_out, 3 * self.bins - 1)
-        k = self.bins
-        return raw[..., :k], raw[..., k : 2 * k], raw[..., 2 * k :]
+        widths, heights, derivatives = torch.split(raw, [self.bins, self.bins, self.bins - 1], dim=-1)
+        return widths, heights, derivatives
 
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, D] -> (y [B, D], log|det J| [B])."""
