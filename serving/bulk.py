@@ -27,7 +27,7 @@ from typing import Any
 from serving.cli_files import table_writer
 from serving.client import SynthClient
 
-__all__ = ["REQUEST_FILE", "BulkRequest", "partition_path", "run_partitions", "write_partition"]
+__all__ = ["REQUEST_FILE", "BulkRequest", "OtherRequestError", "partition_path", "run_partitions", "write_partition"]
 
 REQUEST_FILE = "_request.json"  # the request every partition belongs to, beside the partitions
 MAX_PARTITIONS = 99_999  # five digits in the file names, so they sort in index order
@@ -84,12 +84,28 @@ def partition_path(out: Path, request: BulkRequest, index: int) -> Path:
     return out / f"part-{index:05d}-of-{request.partitions:05d}.parquet"
 
 
+class OtherRequestError(ValueError):
+    """The output directory holds partitions of another request."""
+
+
 def _write_request(out: Path, request: BulkRequest) -> None:
-    """`<out>/_request.json`: what the partitions are rows of (every worker writes the same, atomically)."""
+    """`<out>/_request.json`: what the partitions are rows of (every worker writes the same, atomically).
+    OtherRequestError when it already describes another request: its partitions are not this one's."""
     described: dict[str, Any] = {**asdict(request), "partitions": request.partitions}
     if request.proportions is not None:
         described["proportions"] = dict(request.proportions)
     path = out / REQUEST_FILE
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())
+        except (OSError, ValueError):
+            existing = None
+        if existing != json.loads(json.dumps(described)):
+            raise OtherRequestError(
+                f"{out} holds partitions of another request ({path} differs from this one): use another directory "
+                "or remove it"
+            )
+        return
     temporary = path.with_name(f".{REQUEST_FILE}.{uuid.uuid4().hex[:12]}.tmp")
     temporary.write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
     os.replace(temporary, path)

@@ -17,7 +17,7 @@ import grpc
 import pandas as pd
 from tqdm import tqdm
 
-from serving.bulk import BulkRequest, run_partitions
+from serving.bulk import BulkRequest, OtherRequestError, run_partitions
 from serving.cli_files import InputError, check_columns, check_file, check_output, read_table, table_writer, write_table
 from serving.client import SynthClient
 from serving.tls import ClientTls
@@ -153,7 +153,11 @@ def bulk_request(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[
 
 
 def _bulk(client: SynthClient, args: argparse.Namespace, request: BulkRequest, indices: list[int]) -> None:
-    for path in run_partitions(client, request, indices, args.out, workers=args.workers):
+    try:
+        paths = run_partitions(client, request, indices, args.out, workers=args.workers)
+    except OtherRequestError as exc:
+        raise InputError(f"--out {exc}") from exc
+    for path in paths:
         print(path)
 
 

@@ -3,6 +3,7 @@ SampleStream of the same request, bit for bit; retries skip finished partitions;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.bulk import BulkRequest, partition_path, run_partitions, write_partition
+from serving.bulk import BulkRequest, OtherRequestError, partition_path, run_partitions, write_partition
 from serving.cli import main
 from serving.client import SynthClient
 from tests.serving.conftest import ServerThread
@@ -65,8 +66,21 @@ def test_a_retried_partition_is_skipped_and_a_failed_one_leaves_no_file(client: 
     assert write_partition(client, REQUEST, 1, tmp_path) == path and path.stat().st_mtime_ns == written
     missing = BulkRequest(model="gauss", version=7, num_rows=10, seed=1, partition_rows=512, chunk_rows=512)
     with pytest.raises(Exception, match="version 7"):
-        write_partition(client, missing, 0, tmp_path)
-    assert not partition_path(tmp_path, missing, 0).exists() and not list(tmp_path.glob(".*.tmp"))
+        write_partition(client, missing, 0, tmp_path / "missing")
+    assert not partition_path(tmp_path / "missing", missing, 0).exists()
+    assert not list((tmp_path / "missing").glob(".*.tmp"))
+
+
+def test_partitions_of_another_request_are_never_taken_for_this_ones(
+    client: SynthClient, tmp_path: Path, server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_partition(client, REQUEST, 0, tmp_path)
+    other = dataclasses.replace(REQUEST, seed=18)
+    with pytest.raises(OtherRequestError, match="holds partitions of another request"):
+        write_partition(client, other, 0, tmp_path)
+    argv = ["bulk", "--target", server.target, "--model", "gauss", "--version", "2", "--rows", "5000", "--seed", "19"]
+    assert main([*argv, "--partition-rows", "2048", "--out", str(tmp_path), "--index", "0"]) == 2
+    assert "holds partitions of another request" in capsys.readouterr().err
 
 
 def test_the_local_runner_writes_every_partition_with_several_workers(client: SynthClient, tmp_path: Path) -> None:
