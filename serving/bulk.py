@@ -18,7 +18,7 @@ import json
 import math
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +69,11 @@ class BulkRequest:
             raise ValueError("label and proportions: give one or the other, not both")
 
     @property
+    def weights(self) -> dict[str, float] | None:
+        """The class proportions as the client and `_request.json` take them."""
+        return None if self.proportions is None else dict(self.proportions)
+
+    @property
     def partitions(self) -> int:
         return math.ceil(self.num_rows / self.partition_rows)
 
@@ -91,9 +96,7 @@ class OtherRequestError(ValueError):
 def _write_request(out: Path, request: BulkRequest) -> None:
     """`<out>/_request.json`: what the partitions are rows of (every worker writes the same, atomically).
     OtherRequestError when it already describes another request: its partitions are not this one's."""
-    described: dict[str, Any] = {**asdict(request), "partitions": request.partitions}
-    if request.proportions is not None:
-        described["proportions"] = dict(request.proportions)
+    described: dict[str, Any] = {**asdict(request), "proportions": request.weights, "partitions": request.partitions}
     path = out / REQUEST_FILE
     if path.exists():
         try:
@@ -119,13 +122,12 @@ def write_partition(client: SynthClient, request: BulkRequest, index: int, out: 
     path = partition_path(out, request, index)
     if path.exists():  # renamed into place only when complete: a retried worker's partition is done
         return path
-    proportions: Mapping[str, float] | None = None if request.proportions is None else dict(request.proportions)
     with table_writer(path) as writer:
         for frame in client.sample_stream(
             request.model,
             request.num_rows,
             label=request.label,
-            proportions=proportions,
+            proportions=request.weights,
             seed=request.seed,
             version=request.version,
             chunk_rows=request.chunk_rows,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from serving.model_description import ModelDescription
 from serving.proto import synthesizer_pb2 as pb
+from synthserve.contract import shorthand_conditions
 
 __all__ = ["sampling_attrs", "sampling_options", "set_condition", "set_feature_conditions", "table_pieces"]
 
@@ -52,19 +53,17 @@ def set_condition(request: Any, label: Any, proportions: Mapping[Any, float] | N
 
 def set_feature_conditions(request: Any, conditions: Mapping[str, Any] | None) -> None:
     """{column: value} (equality: a category label or a whole number) or {column: (low, high)} (a closed range)
-    as the request's FeatureConditions; every condition must hold."""
-    for column, test in (conditions or {}).items():
-        condition = request.conditions.add(column=str(column))
-        if isinstance(test, tuple | list):
-            if len(test) != 2:
-                raise ValueError(f"conditions[{column!r}]: a range is (low, high), got {test!r}")
-            condition.range.low, condition.range.high = float(test[0]), float(test[1])
-        elif isinstance(test, bool):
-            condition.equals.bool_value = test
-        elif isinstance(test, int | float | np.integer | np.floating):
-            condition.equals.number_value = float(test)
+    as the request's FeatureConditions (synthserve.contract.shorthand_conditions); every condition must hold."""
+    for test in shorthand_conditions(conditions or {}):
+        condition = request.conditions.add(column=str(test["column"]))
+        if "equals" not in test:
+            condition.range.low, condition.range.high = float(test["low"]), float(test["high"])
+        elif isinstance(test["equals"], bool):
+            condition.equals.bool_value = test["equals"]
+        elif isinstance(test["equals"], int | float | np.integer | np.floating):
+            condition.equals.number_value = float(test["equals"])
         else:
-            condition.equals.string_value = str(test)
+            condition.equals.string_value = str(test["equals"])
 
 
 def table_pieces(

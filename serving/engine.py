@@ -96,13 +96,11 @@ class Engine:
             rows = rows[best_candidates(named_outputs(scoring, scored)[POSTERIOR], labels, k)]
         return rows, labels
 
-    async def rows(
-        self, plan: RowPlan, deadline: float | None, held: Mapping[str, Batcher] | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    async def rows(self, plan: RowPlan, deadline: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         """All rows of the plan (a unary Sample): its row range, or the result of its conditions' search."""
         if plan.conditions:
-            return await self._conditioned(plan, deadline, held)
-        return await self.generate(plan, 0, plan.n_rows, deadline, held)
+            return await self._conditioned(plan, deadline, None)
+        return await self.generate(plan, 0, plan.n_rows, deadline)
 
     async def _conditioned(
         self, plan: RowPlan, deadline: float | None, held: Mapping[str, Batcher] | None

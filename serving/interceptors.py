@@ -27,12 +27,12 @@ from serving.receiving import SERVICE_PREFIX, HandlerInterceptor, receive_reques
 from synthserve.contract import RequestError, UnsupportedRequest
 
 
-# What grpc raises when a status cannot be sent because the call is gone (grpc's own handler ignores it only when
-# it escapes a servicer, not when it interrupts the handling of another exception).
 class _NoSuchError(Exception):
     """Stands in for ExecuteBatchError where grpc does not define it: never raised."""
 
 
+# What grpc raises when a status cannot be sent because the call is gone (grpc's own handler ignores it only when
+# it escapes a servicer, not when it interrupts the handling of another exception).
 _EXECUTE_BATCH_ERROR: type[BaseException] = getattr(
     getattr(getattr(grpc, "_cython", None), "cygrpc", None), "ExecuteBatchError", _NoSuchError
 )

@@ -31,6 +31,7 @@ from synthserve.contract import (
     finish_rows,
     from_datetime64,
     level_codes,
+    shorthand_conditions,
     to_datetime64,
 )
 from torchserve_handler.errors import InvalidRequest
@@ -107,27 +108,6 @@ def _seed(body: Mapping[str, Any]) -> int | None:
     return None if body.get("seed") is None else _integer(body["seed"], "seed", 0, MAX_SEED - 1)
 
 
-def _conditions(raw: Any) -> tuple[dict[str, Any], ...]:
-    """{"column": value} (equality) or {"column": [low, high]} (a closed range), as the Python client takes them."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise InvalidRequest(
-            f"conditions: must be an object mapping column names to a value or [low, high], got {raw!r}"
-        )
-    conditions: list[dict[str, Any]] = []
-    for column, test in raw.items():
-        if isinstance(test, list):
-            if len(test) != 2:
-                raise InvalidRequest(f"conditions[{column!r}]: a range is [low, high], got {test!r}")
-            conditions.append({"column": column, "low": test[0], "high": test[1]})
-        elif isinstance(test, dict) or test is None:
-            raise InvalidRequest(f"conditions[{column!r}]: must be a value or [low, high], got {test!r}")
-        else:
-            conditions.append({"column": column, "equals": test})
-    return tuple(conditions)
-
-
 def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | ScoreRequest:
     """A body with `n` samples, one with `rows` scores; anything else is refused with the fields it may hold."""
     if ("n" in body) == ("rows" in body):
@@ -171,7 +151,7 @@ def parse_request(body: Mapping[str, Any], max_rows: int) -> SampleRequest | Sco
         proportions=proportions,
         encoding=encoding,
         sampling=SamplingOptions(temperature, best_of, guidance),
-        conditions=_conditions(body.get("conditions")),
+        conditions=() if body.get("conditions") is None else shorthand_conditions(body["conditions"]),
     )
 
 

@@ -13,6 +13,7 @@ from synthserve.contract.conditions import (
     condition_seed,
     resolve_conditions,
     sample_conditioned_rows,
+    shorthand_conditions,
 )
 from synthserve.contract.errors import RequestError, UnsupportedRequest
 from synthserve.contract.files import (
@@ -153,6 +154,7 @@ __all__ = [
     "sample_rows",
     "selects_by_posterior",
     "sha256_file",
+    "shorthand_conditions",
     "shown",
     "table_overhead_bytes",
     "to_datetime64",

@@ -41,6 +41,7 @@ __all__ = [
     "condition_seed",
     "resolve_conditions",
     "sample_conditioned_rows",
+    "shorthand_conditions",
 ]
 
 MAX_CONDITIONS = 32
@@ -133,6 +134,24 @@ def _category_range(column: Column, index: int, low: float, high: float, text: s
         raise RequestError(f"{where}: {column.name!r} is categorical with labels that are not numbers: give a category")
     codes = tuple(float(code) for code, n in enumerate(numbers) if low <= n <= high)
     return FeatureCondition(index, text, allowed=codes)
+
+
+def shorthand_conditions(raw: Any, field: str = "conditions") -> tuple[dict[str, Any], ...]:
+    """{column: value} (equality) or {column: [low, high]} (a closed range), as the Python client and the
+    TorchServe handler take them -> the mappings `resolve_conditions` checks; RequestError naming the column."""
+    if not isinstance(raw, Mapping):
+        raise RequestError(f"{field}: must be an object mapping column names to a value or [low, high], got {raw!r}")
+    conditions: list[dict[str, Any]] = []
+    for column, test in raw.items():
+        if isinstance(test, list | tuple):
+            if len(test) != 2:
+                raise RequestError(f"{field}[{column!r}]: a range is [low, high], got {test!r}")
+            conditions.append({"column": column, "low": test[0], "high": test[1]})
+        elif isinstance(test, Mapping) or test is None:
+            raise RequestError(f"{field}[{column!r}]: must be a value or [low, high], got {test!r}")
+        else:
+            conditions.append({"column": column, "equals": test})
+    return tuple(conditions)
 
 
 def resolve_conditions(

@@ -22,6 +22,7 @@ from synthserve.contract import (
     resolve_conditions,
     sample_conditioned_rows,
     sample_feeds,
+    shorthand_conditions,
 )
 from tests.contract.test_manifest import make_manifest
 
@@ -149,3 +150,17 @@ def test_a_spent_budget_names_the_rarest_condition() -> None:
             rows = np.column_stack([np.linspace(-1, 2, size), np.ones(size)]).astype(np.float32)
             search.add(rows)
     assert sum(blocks) == 300 and max(blocks) <= 128
+
+
+def test_the_shorthand_of_the_client_and_the_torchserve_handler() -> None:
+    assert shorthand_conditions({"color": "blue", "x": (0, 1), "visits": [1, 5]}) == (
+        {"column": "color", "equals": "blue"},
+        {"column": "x", "low": 0, "high": 1},
+        {"column": "visits", "low": 1, "high": 5},
+    )
+    with pytest.raises(RequestError, match=re.escape("conditions['x']: a range is [low, high], got [1, 2, 3]")):
+        shorthand_conditions({"x": [1, 2, 3]})
+    with pytest.raises(RequestError, match=re.escape("conditions['x']: must be a value or [low, high], got None")):
+        shorthand_conditions({"x": None})
+    with pytest.raises(RequestError, match="conditions: must be an object mapping column names"):
+        shorthand_conditions([("x", 1)])
