@@ -32,7 +32,7 @@ _WIRE_TYPES = {
 }
 
 # A column as the server describes it: the contract's own Column (name, kind, dtype, categories, range,
-# decimals, missing rate, datetime format), rebuilt from the ColumnSpec.
+# decimals, grid step, missing rate, datetime format), rebuilt from the ColumnSpec.
 ColumnInfo = Column
 
 
@@ -45,6 +45,7 @@ def _column(spec: pb.ColumnSpec) -> Column:
         min=spec.min if spec.HasField("min") else None,
         max=spec.max if spec.HasField("max") else None,
         decimals=spec.decimals if spec.HasField("decimals") else None,
+        step=max(1, spec.step),
         missing_rate=spec.missing_rate,
         datetime_unit=spec.datetime_unit or None,
         datetime_origin=spec.datetime_origin or None,

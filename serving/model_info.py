@@ -36,6 +36,7 @@ def model_info(model: LoadedModel, versions: list[int]) -> pb.ModelInfo:
             spec.max = float(column.max)
         if column.decimals is not None:
             spec.decimals = column.decimals
+        spec.step = column.step
         spec.missing_rate = column.missing_rate
         if column.datetime_unit is not None:
             spec.datetime_unit = column.datetime_unit

@@ -6,6 +6,8 @@
   is an integer column);
 - other numbers are continuous and keep their learned precision (`decimals`: the fewest decimals that
   write every training value exactly, up to MAX_LEARNED_DECIMALS);
+- integer columns and continuous ones with decimals keep their grid (`grid_step`): lengths measured in 0.005 steps
+  and written with 3 decimals, or counts in tens, come back on the same grid, once the training values show it;
 - booleans and text are categories; a text column of dates or times (ISO 8601 and common day-first or
   month-first forms, one format for the whole column) and datetime64 columns are datetimes, with the
   coarsest unit that holds every value (day, hour, ... microsecond) and the original format for output;
@@ -20,6 +22,7 @@ Every inferred kind can be overridden per column (`KIND_CHOICES`; `drop` leaves 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from synthserve.contract import OTHER_LABEL, Column
-from synthserve.contract.manifest import MAX_DECIMALS
+from synthserve.contract.manifest import MAX_DECIMALS, MAX_STEP
 
 __all__ = [
     "DATETIME_FORMATS",
@@ -36,6 +39,7 @@ __all__ = [
     "MAX_CATEGORY_LEVELS",
     "OTHER_LABEL",
     "Inferred",
+    "grid_step",
     "infer_column",
     "python_value",
 ]
@@ -44,6 +48,7 @@ MAX_CATEGORICAL_LEVELS = 10
 MAX_CATEGORY_LEVELS = 64
 MAX_LEARNED_DECIMALS = 6
 MIN_ROWS_FOR_IDENTIFIER = 20
+GRID_EVIDENCE = 1000  # a learned grid step must be this unlikely by chance (see grid_step)
 KIND_CHOICES = ("continuous", "integer", "categorical", "datetime", "drop")
 # Tried in order; the first that parses every present value and writes each back unchanged is the column's.
 DATETIME_FORMATS = (
@@ -160,6 +165,24 @@ def _decimals(values: np.ndarray) -> int | None:
         if np.all(np.abs(np.round(values, decimals) - values) <= 1e-9 * scale):
             return decimals
     return None
+
+
+def grid_step(column: Column, present: np.ndarray) -> int:
+    """The grid a rounded column's training values lie on, in units of 10**-decimals (1 for integer columns):
+    the greatest common divisor of their offsets from the smallest. A step above 1 is kept only when chance
+    would explain it less than once in GRID_EVIDENCE (k distinct values all on a grid of step g by chance:
+    g ** -(k - 1)), and when the values are exact in float64 units."""
+    decimals = 0 if column.kind == "integer" else column.decimals
+    if column.kind == "categorical" or decimals is None or present.size < 2:
+        return 1
+    units = present.astype(np.float64) * 10.0**decimals
+    if not np.all(np.abs(units) < MAX_STEP):
+        return 1
+    whole = np.unique(np.rint(units).astype(np.int64))
+    step = int(np.gcd.reduce(whole - whole[0]))
+    if step <= 1 or step > MAX_STEP or (len(whole) - 1) * math.log(step) < math.log(GRID_EVIDENCE):
+        return 1
+    return step
 
 
 def _datetime_kind(values: pd.Series, present: pd.Series) -> tuple[bool, str | None]:

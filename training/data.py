@@ -16,7 +16,7 @@ import pandas as pd
 
 from synthserve.contract import Column, LabelSpec, Schema, close_matches, finish_rows
 from synthserve.contract.frames import label_codes, series_from_values, values_from_series
-from training.columns import KIND_CHOICES, OTHER_LABEL, infer_column, python_value
+from training.columns import KIND_CHOICES, OTHER_LABEL, grid_step, infer_column, python_value
 from training.errors import DataError
 from training.sources import read_source
 
@@ -208,7 +208,8 @@ def _stratified(
 
 
 def build_schema(dataset: Dataset, train: np.ndarray) -> Schema:
-    """The manifest schema: column kinds plus ranges, missing rates and class priors seen in the training rows."""
+    """The manifest schema: column kinds plus ranges, grids, missing rates and class priors seen in the training
+    rows."""
     frame = dataset.features.iloc[train]
     columns = []
     for col in dataset.columns:
@@ -221,7 +222,8 @@ def build_schema(dataset: Dataset, train: np.ndarray) -> Schema:
             columns.append(dataclasses.replace(col, missing_rate=missing_rate))
         else:
             low, high = float(present.min()), float(present.max())
-            columns.append(dataclasses.replace(col, min=low, max=high, missing_rate=missing_rate))
+            step = grid_step(col, present)
+            columns.append(dataclasses.replace(col, min=low, max=high, step=step, missing_rate=missing_rate))
     label = None
     if dataset.labels is not None and dataset.classes is not None:
         counts = dataset.labels.iloc[train].value_counts()

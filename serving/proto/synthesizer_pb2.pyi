@@ -64,7 +64,7 @@ class Table(_message.Message):
     def __init__(self, num_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[Column, _Mapping]]] = ..., labels: _Optional[bytes] = ...) -> None: ...
 
 class ColumnSpec(_message.Message):
-    __slots__ = ("name", "kind", "dtype", "categories", "min", "max", "decimals", "missing_rate", "datetime_unit", "datetime_origin", "datetime_format")
+    __slots__ = ("name", "kind", "dtype", "categories", "min", "max", "decimals", "missing_rate", "datetime_unit", "datetime_origin", "datetime_format", "step")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ColumnSpec(_message.Message):
     DATETIME_UNIT_FIELD_NUMBER: _ClassVar[int]
     DATETIME_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     DATETIME_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ColumnKind
     dtype: str
@@ -87,7 +88,8 @@ class ColumnSpec(_message.Message):
     datetime_unit: str
     datetime_origin: str
     datetime_format: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., dtype: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., decimals: _Optional[int] = ..., missing_rate: _Optional[float] = ..., datetime_unit: _Optional[str] = ..., datetime_origin: _Optional[str] = ..., datetime_format: _Optional[str] = ...) -> None: ...
+    step: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ColumnKind, str]] = ..., dtype: _Optional[str] = ..., categories: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., decimals: _Optional[int] = ..., missing_rate: _Optional[float] = ..., datetime_unit: _Optional[str] = ..., datetime_origin: _Optional[str] = ..., datetime_format: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
 
 class LabelSpec(_message.Message):
     __slots__ = ("name", "dtype", "classes", "priors")

@@ -21,6 +21,7 @@ __all__ = [
     "GRAPH_NAMES",
     "MANIFEST_FILE",
     "MAX_DECIMALS",
+    "MAX_STEP",
     "Calibration",
     "Column",
     "GraphSpec",
@@ -39,6 +40,7 @@ TENSOR_ROLES = ("noise", "label", "rows", "guidance", "output")
 TENSOR_DTYPES = ("float32", "int64")
 DATETIME_UNITS = ("D", "h", "m", "s", "ms", "us")
 MAX_DECIMALS = 12
+MAX_STEP = 2**53  # a grid step in units; whole numbers up to here are exact in float64
 
 
 class ManifestError(ValueError):
@@ -56,6 +58,10 @@ class Column:
     min: float | None = None  # continuous/integer: range seen in training (rows never leave it)
     max: float | None = None
     decimals: int | None = None  # continuous: values are rounded to this many decimals (None: not rounded)
+    # Rounded columns (integer, or continuous with decimals): values lie on the grid min + k * step units, a unit
+    # being 10**-decimals (1 for integer columns): a column measured in 0.005 steps and written with 3 decimals
+    # has step 5. Learned from the training rows (training.data.grid_step); 1 is every unit.
+    step: int = 1
     missing_rate: float = 0.0  # share of training rows without a value; > 0: rows may have gaps (NaN)
     # Datetime columns (kind integer or continuous): a value v is datetime_origin + v * datetime_unit, rendered
     # with datetime_format (strftime; None: returned as datetime64).

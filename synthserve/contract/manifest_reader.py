@@ -18,6 +18,7 @@ from synthserve.contract.manifest import (
     GRAPH_NAMES,
     MANIFEST_FILE,
     MAX_DECIMALS,
+    MAX_STEP,
     TENSOR_DTYPES,
     TENSOR_ROLES,
     Calibration,
@@ -217,6 +218,7 @@ def _parse_schema(raw: dict[str, Any]) -> Schema:
                 min=_optional_number(craw, "min", where),
                 max=_optional_number(craw, "max", where),
                 decimals=_optional_decimals(craw, where),
+                step=_step(craw, kind, where),
                 missing_rate=_missing_rate(craw, where),
                 **_datetime_fields(craw, kind, where),
             )
@@ -259,6 +261,15 @@ def _optional_decimals(raw: dict[str, Any], where: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DECIMALS:
         raise ManifestError(f"{where}decimals must be an integer in [0, {MAX_DECIMALS}], got {value!r}")
+    return value
+
+
+def _step(raw: dict[str, Any], kind: str, where: str) -> int:
+    value = raw.get("step", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_STEP:
+        raise ManifestError(f"{where}step must be an integer in [1, {MAX_STEP}], got {_quoted(value)}")
+    if value > 1 and (raw.get("min") is None or (kind != "integer" and raw.get("decimals") is None)):
+        raise ManifestError(f"{where}step {value}: a grid needs the column's min and, when continuous, its decimals")
     return value
 
 

@@ -7,7 +7,8 @@ missing. Callers receive one array per column (`finish_rows`), in the column's w
 - integer (and datetimes): int32 when the column has no gaps and its range fits, else float64 (NaN = missing);
 - continuous: float64 for float64 columns, float32 otherwise; NaN = missing.
 Every numeric value is kept within the training [min, max] and continuous values are rounded to the
-column's learned `decimals`, so a column written with 2 decimals comes back with 2 decimals.
+column's learned `decimals`, so a column written with 2 decimals comes back with 2 decimals; a column with a
+`step` comes back on its grid (min + k * step units: lengths measured in 0.005 steps stay multiples of 0.005).
 Incoming values (`accept_column`) may be missing (NaN, or code -1); the graphs score a gap by its column's
 missingness and the other columns (docs/model_store.md).
 """
@@ -58,6 +59,9 @@ class _Plan:
     high: np.ndarray
     rounds: np.ndarray  # bool: rounded to `scale` steps (integer and categorical columns, continuous with decimals)
     scale: np.ndarray  # 10 ** decimals; 1 for whole numbers
+    origin: np.ndarray  # gridded columns: min in units (an integer); 0 elsewhere
+    step: np.ndarray  # gridded columns: the grid's step in units; 1 elsewhere
+    gridded: bool  # some column's step is above 1
     categorical: np.ndarray  # bool: a gap becomes MISSING_CODE
     groups: tuple[tuple[np.dtype, np.ndarray], ...]  # (wire dtype, column indices)
 
@@ -85,11 +89,18 @@ def _plan(schema: Schema) -> _Plan:
         if column.max is not None:
             high[j] = column.max
     decimals = [0 if c.kind != "continuous" else c.decimals for c in columns]
+    scale = np.asarray([10.0 ** (d or 0) for d in decimals])[:, None]
+    gridded = [c.step > 1 and c.min is not None and d is not None for c, d in zip(columns, decimals)]
     plan = _Plan(
         low,
         high,
         np.asarray([d is not None for d in decimals])[:, None],
-        np.asarray([10.0 ** (d or 0) for d in decimals])[:, None],
+        scale,
+        np.asarray([np.rint(c.min * scale[j, 0]) if g else 0.0 for j, (c, g) in enumerate(zip(columns, gridded))])[
+            :, None
+        ],
+        np.asarray([float(c.step) if g else 1.0 for c, g in zip(columns, gridded)])[:, None],
+        any(gridded),
         np.asarray([c.kind == "categorical" for c in columns])[:, None],
         tuple(
             (dtype, np.asarray([j for j, d in enumerate(dtypes) if d == dtype], dtype=np.int64))
@@ -114,13 +125,21 @@ def table_overhead_bytes(schema: Schema) -> int:
 
 def finish_rows(schema: Schema, rows: np.ndarray) -> list[np.ndarray]:
     """Graph rows `[n, D]` (float32, NaN = missing) -> one array per column in schema order, in each column's
-    `wire_dtype`: clipped to [min, max], whole numbers rounded, continuous values rounded to their decimals."""
+    `wire_dtype`: clipped to [min, max], whole numbers rounded, continuous values rounded to their decimals,
+    gridded columns to the nearest point of their grid (min and max are on it, so the range holds)."""
     plan = _plan(schema)
     values = np.array(rows.T, dtype=np.float64, order="C")  # [D, n]; a copy even for one row
     np.clip(values, plan.low, plan.high, out=values)  # NaN stays NaN
-    # Rounded as np.round does it (x * 10^d, rint, / 10^d), every rounded column at once.
+    # Rounded as np.round does it (x * 10^d, rint, / 10^d), every rounded column at once; on a grid, the units'
+    # offset from min is rounded to whole steps (exact: whole numbers of units below 2**53).
     np.multiply(values, plan.scale, out=values, where=plan.rounds)
+    if plan.gridded:
+        values -= plan.origin
+        values /= plan.step
     np.rint(values, out=values, where=plan.rounds)
+    if plan.gridded:
+        values *= plan.step
+        values += plan.origin
     np.divide(values, plan.scale, out=values, where=plan.rounds)
     np.copyto(values, MISSING_CODE, where=plan.categorical & np.isnan(values))
     if len(plan.groups) == 1:  # one wire type for every column: no reordering

@@ -32,7 +32,7 @@ def make_manifest() -> Manifest:
         family="flow",
         schema=Schema(
             columns=(
-                Column("x", "continuous", "float64", min=-1.0, max=2.0),
+                Column("x", "continuous", "float64", min=-1.0, max=2.0, decimals=3, step=5),
                 Column("color", "categorical", "object", categories=("red", "blue")),
             ),
             label=LabelSpec("y", "int64", (0, 1), (0.9, 0.1)),
@@ -95,6 +95,9 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
         (lambda d: d["graphs"].pop("sample"), "graphs.sample"),
         (lambda d: d.update(capabilities=["sample", "encode"]), "capabilities"),
         (lambda d: d.update(version=0), "positive integer"),
+        (lambda d: d["schema"]["columns"][0].update(step=0), r"columns\[0\]\.step must be an integer in \[1, "),
+        (lambda d: d["schema"]["columns"][0].update(step="5"), r"columns\[0\]\.step must be an integer"),
+        (lambda d: d["schema"]["columns"][0].update(decimals=None), r"columns\[0\]\.step 5: a grid needs"),
         (lambda d: d["calibration"].update(fpr=[0.1, 0.01, 0.001]), "increasing"),
     ],
 )

@@ -42,6 +42,15 @@ def test_finished_rows_stay_in_range_with_their_decimals_and_gaps() -> None:
     np.testing.assert_array_equal(day, [10.0, 400.0, 0.0])
 
 
+def test_gridded_columns_come_back_on_their_grid() -> None:
+    length = Column("length", "continuous", "float64", min=0.075, max=0.815, decimals=3, step=5)
+    count = Column("count", "integer", "int64", min=3.0, max=93.0, step=10)
+    rows = np.array([[0.4571, 17.9], [0.0701, -4.0], [0.8149, 88.1], [0.46249, 97.0]], dtype=np.float32)
+    lengths, counts = finish_rows(Schema((length, count)), rows)
+    assert lengths.tolist() == [0.455, 0.075, 0.815, 0.46]  # exactly the decimals a user wrote
+    assert counts.tolist() == [13, 3, 93, 93]
+
+
 def test_accepted_values_mark_gaps_and_refuse_what_float32_cannot_hold() -> None:
     np.testing.assert_array_equal(accept_column(CITY, np.array([0, -1, 2]), "c"), [0.0, np.nan, 2.0])
     np.testing.assert_array_equal(accept_column(PRICE, np.array([1.0, np.nan]), "p"), [1.0, np.nan])

@@ -42,6 +42,10 @@ def user_table(n_rows: int = N_ROWS, seed: int = 0) -> pd.DataFrame:
             "member": rng.random(n_rows) < 0.4,
             "city": rng.permutation(city),
             "age": rng.integers(18, 90, n_rows).astype(float),
+            # measured in 0.005 m steps, written with 3 decimals: a grid the rows must keep
+            "length_m": np.round(
+                np.round(np.random.default_rng(seed + 1).normal(1.2, 0.15, n_rows) / 0.005) * 0.005, 3
+            ),
             "label": label,
         }
     )
@@ -79,16 +83,17 @@ def test_training_says_what_it_left_out_and_gathered(trained: tuple[Path, pd.Dat
     assert "note: column 'customer_id' left out: every row has its own value (an identifier)" in stderr
     levels = re.search(r"note: column 'city': (\d+) levels; the 63 most frequent are kept", stderr)
     assert levels is not None and int(levels.group(1)) > 450  # 500 cities, some only in rows with a gap
-    schema = load_manifest(trained[0] / "customers" / "1").schema
-    kinds = {c.name: c.kind for c in schema.columns}
-    assert kinds == {
+    columns = {c.name: c for c in load_manifest(trained[0] / "customers" / "1").schema.columns}
+    assert {name: c.kind for name, c in columns.items()} == {
         "children": "categorical",
         "price": "continuous",
         "signup": "integer",
         "member": "categorical",
         "city": "categorical",
         "age": "integer",
+        "length_m": "continuous",
     }
+    assert columns["length_m"].decimals == 3 and columns["length_m"].step == 5 and columns["age"].step == 1
 
 
 def test_sampled_rows_keep_kinds_ranges_decimals_dates_and_gaps(
@@ -105,15 +110,19 @@ def test_sampled_rows_keep_kinds_ranges_decimals_dates_and_gaps(
         "member": np.dtype("bool"),
         "city": np.dtype("O"),
         "age": np.dtype("float64"),
+        "length_m": np.dtype("float64"),
         "label": np.dtype("O"),
     }
     _, table, _ = trained
-    for name in ("children", "price", "age"):
+    for name in ("children", "price", "age", "length_m"):
         present = rows[name].dropna()
         assert table[name].min() <= present.min() and present.max() <= table[name].max(), name
     assert np.all(np.mod(rows["age"], 1.0) == 0.0) and np.all(np.mod(rows["children"].dropna(), 1.0) == 0.0)
     cents = rows["price"].dropna() * 100
     assert np.abs(cents - np.round(cents)).max() < 1e-6  # two decimals, as written
+    steps = (rows["length_m"] - table["length_m"].min()) / 0.005
+    assert np.abs(steps - np.round(steps)).max() < 1e-6  # on the 0.005 grid it was measured on
+    assert rows["length_m"].nunique() > 30 and client.describe("customers").columns[-1].step == 5
     assert rows["signup"].str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()
     dates = pd.to_datetime(rows["signup"], format="%Y-%m-%d")
     assert dates.min() >= pd.Timestamp("2024-01-01") and dates.max() <= pd.Timestamp("2025-12-01")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthserve.contract import OTHER_LABEL
-from training.columns import MAX_CATEGORY_LEVELS, infer_column
+from synthserve.contract import OTHER_LABEL, Column
+from training.columns import MAX_CATEGORY_LEVELS, grid_step, infer_column
 
 
 def _kind(values: list[object] | pd.Series, **options: object) -> tuple[str | None, object]:
@@ -30,6 +30,20 @@ def test_continuous_columns_learn_their_decimals() -> None:
         kind, inferred = _kind(pd.Series(np.round(rng.lognormal(3, 1, 200), decimals)))
         assert kind == "continuous" and inferred.column.decimals == decimals  # type: ignore[union-attr]
     assert _kind(pd.Series(rng.normal(size=200)))[1].column.decimals is None  # type: ignore[union-attr]
+
+
+def test_grids_are_learned_when_the_values_show_them() -> None:
+    rng = np.random.default_rng(2)
+    length = Column("length", "continuous", "float64", decimals=3)
+    measured = np.round(np.round(rng.normal(0.5, 0.1, 300) / 0.005) * 0.005, 3)  # 0.005 steps, 3 decimals
+    assert grid_step(length, measured) == 5
+    assert grid_step(length, np.round(rng.normal(0.5, 0.1, 300), 3)) == 1  # every 0.001
+    count = Column("count", "integer", "int64")
+    assert grid_step(count, 3.0 + 10 * rng.integers(0, 40, 300)) == 10  # 3, 13, 23, ...: min is on the grid
+    assert grid_step(count, np.array([2.0, 4.0, 6.0, 8.0, 10.0])) == 1  # 5 even numbers: chance 1 in 16
+    assert grid_step(count, 2.0 * np.arange(12)) == 2  # 12 of them: 1 in 2048
+    assert grid_step(Column("x", "continuous", "float64"), measured) == 1  # no decimals learned: no grid
+    assert grid_step(Column("day", "integer", "object", datetime_unit="D"), 7.0 * np.arange(20)) == 7  # weekly
 
 
 @pytest.mark.parametrize(
