@@ -13,7 +13,12 @@ and return rows in original units and category codes.
   in training (the column's marginal: the model learns "missing" as independent of that value) and is the
   median, z = 0, when scoring; its log|dz/dx| is 0. Rows come back with NaN where the indicator is 1. A
   gap in a column that had none in training is scored the same way (one-point estimate at the median).
-Model space is [scalar columns (S) | missingness indicators (M) | one-hot blocks (sum K)].
+- point masses (atoms): a continuous column whose most frequent value holds at least ATOM_MIN_SHARE of its
+  values and ATOM_OVER_NEXT times the next value's share (glass's 80% zeros) gets an atom indicator, a discrete
+  0/1 scalar like a missingness indicator: the column's map is fitted on the other values, a row at the atom has
+  its value scored and drawn as a gap's is, and rows come back with the atom's exact value where the indicator
+  is 1. Without it the quantile map turns the atom into a steep slope, and rows land near it, not on it.
+Model space is [scalar columns (S) | missingness indicators (M) | atom indicators (A) | one-hot blocks (sum K)].
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from torch import Tensor, nn
 from synthserve.contract import Schema
 from training.piecewise import PiecewiseLinear
 
-__all__ = ["MAX_KNOTS", "ROWS_PER_KNOT", "FeatureCodec", "TransformParams", "fit_transform"]
+__all__ = ["ATOM_MIN_SHARE", "MAX_KNOTS", "ROWS_PER_KNOT", "FeatureCodec", "TransformParams", "fit_transform"]
 
 MAX_KNOTS = 64
 ROWS_PER_KNOT = 10
 MIN_KNOTS = 4
+ATOM_MIN_SHARE = 0.05  # a continuous column's most frequent value is a point mass from this share of its values
+ATOM_OVER_NEXT = 2.0  # ... when it also holds this many times the share of the next most frequent value
+ATOM_MIN_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -41,19 +49,21 @@ class TransformParams:
     """Fitted parameters: knots per scalar (value, then missingness indicator) and the one-hot block sizes."""
 
     scalar_columns: tuple[int, ...]  # positions in `rows`
-    discrete: tuple[bool, ...]  # per scalar (S + M): dequantized (integer / ordinal categorical / indicator)
-    x_knots: np.ndarray  # [S + M, K] strictly increasing, original units (dequantized for discrete)
-    z_knots: np.ndarray  # [S + M, K] strictly increasing, normal quantiles
-    lower: np.ndarray  # [S + M] smallest value a column may take
-    upper: np.ndarray  # [S + M] largest
+    discrete: tuple[bool, ...]  # per scalar (S + M + A): dequantized (integer / ordinal categorical / indicator)
+    x_knots: np.ndarray  # [S + M + A, K] strictly increasing, original units (dequantized for discrete)
+    z_knots: np.ndarray  # [S + M + A, K] strictly increasing, normal quantiles
+    lower: np.ndarray  # [S + M + A] smallest value a column may take
+    upper: np.ndarray  # [S + M + A] largest
     onehot_columns: tuple[int, ...]
     onehot_sizes: tuple[int, ...]
     missing_columns: tuple[int, ...] = ()  # positions in `rows` of the columns with a missingness indicator
+    atom_columns: tuple[int, ...] = ()  # positions in `rows` of the continuous columns with a point mass
+    atom_values: tuple[float, ...] = ()  # each one's point mass (a float32 value)
 
     @property
     def n_scalar(self) -> int:
-        """Scalars of model space: the values of the scalar columns, then the missingness indicators."""
-        return len(self.scalar_columns) + len(self.missing_columns)
+        """Scalars of model space: the values of the scalar columns, then the missingness and atom indicators."""
+        return len(self.scalar_columns) + len(self.missing_columns) + len(self.atom_columns)
 
     @property
     def model_width(self) -> int:
@@ -80,6 +90,25 @@ def _monotone_knots(values: np.ndarray, n_knots: int) -> tuple[np.ndarray, np.nd
     return np.concatenate([ux, ux[-1] + extra * dx]), np.concatenate([uz, uz[-1] + extra * dz])
 
 
+def _atom(values: np.ndarray) -> float | None:
+    """A continuous column's point mass: its most frequent value, when it stands out (ATOM_MIN_SHARE,
+    ATOM_OVER_NEXT, ATOM_MIN_ROWS) and other values remain for the column's map."""
+    if values.size == 0:
+        return None
+    levels, counts = np.unique(values, return_counts=True)
+    order = np.argsort(counts)[::-1]
+    top = counts[order[0]]
+    following = counts[order[1]] if len(order) > 1 else 0
+    if (
+        top == values.size
+        or top < ATOM_MIN_ROWS
+        or top < ATOM_MIN_SHARE * values.size
+        or top < ATOM_OVER_NEXT * following
+    ):
+        return None
+    return float(levels[order[0]])
+
+
 def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: int) -> TransformParams:
     """Fit on training rows (float32 codes, NaN = missing). `categorical` is "onehot" or "ordinal"."""
     if categorical not in ("onehot", "ordinal"):
@@ -87,6 +116,7 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
     rng = np.random.default_rng(seed)
     n_knots = int(np.clip(len(rows) // ROWS_PER_KNOT, MIN_KNOTS, MAX_KNOTS))
     scalar, discrete, xs, zs, lower, upper, onehot, sizes = [], [], [], [], [], [], [], []
+    atoms: list[tuple[int, float]] = []
     for j, col in enumerate(schema.columns):
         values = rows[:, j].astype(np.float64)
         values = values[~np.isnan(values)]
@@ -96,7 +126,11 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
             sizes.append(len(col.categories))
             continue
         is_discrete = col.kind != "continuous"
-        x, z = _monotone_knots(values + rng.random(len(values)) if is_discrete else values, n_knots)
+        atom = None if is_discrete else _atom(values)
+        if atom is not None:
+            atoms.append((j, atom))
+        fitted = values if atom is None else values[values != atom]  # the map covers the values off the atom
+        x, z = _monotone_knots(fitted + rng.random(len(fitted)) if is_discrete else fitted, n_knots)
         scalar.append(j)
         discrete.append(is_discrete)
         xs.append(x)
@@ -117,6 +151,14 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
         zs.append(z)
         lower.append(0.0)
         upper.append(1.0)
+    for j, atom in atoms:  # 1 where the value is the atom (a gap is not)
+        indicator = (rows[:, j] == atom).astype(np.float64)
+        x, z = _monotone_knots(indicator + rng.random(len(indicator)), n_knots)
+        discrete.append(True)
+        xs.append(x)
+        zs.append(z)
+        lower.append(0.0)
+        upper.append(1.0)
     empty = np.zeros((0, n_knots))
     return TransformParams(
         tuple(scalar),
@@ -128,6 +170,8 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
         tuple(onehot),
         tuple(sizes),
         tuple(missing),
+        tuple(j for j, _ in atoms),
+        tuple(atom for _, atom in atoms),
     )
 
 
@@ -141,6 +185,10 @@ class FeatureCodec(nn.Module):
     place_codes: Tensor
     place_missing: Tensor
     zero_row: Tensor
+    place_atom: Tensor
+    atom_values: Tensor
+    atom_row: Tensor
+    atom_to_value: Tensor
 
     def __init__(self, params: TransformParams, n_columns: int) -> None:
         super().__init__()
@@ -164,14 +212,28 @@ class FeatureCodec(nn.Module):
         self.register_buffer("place_codes", _placement(params.onehot_columns, n_columns))
         self.register_buffer("place_missing", _placement(params.missing_columns, n_columns))
         self.register_buffer("zero_row", torch.zeros(1, n_columns))  # [1, D]: rows of zeros for all-one-hot tables
+        self.n_atoms = len(params.atom_columns)
+        if self.n_atoms:  # only then: models of tables without atoms keep their buffers and graphs
+            place_atom = _placement(params.atom_columns, n_columns)
+            self.register_buffer("place_atom", place_atom)  # [A, D]
+            self.register_buffer("atom_values", torch.tensor(params.atom_values, dtype=torch.float32))  # [A]
+            self.register_buffer("atom_row", torch.tensor(params.atom_values, dtype=torch.float32) @ place_atom)
+            # [A, S]: an atom indicator to its column's value scalar, which a row at the atom fills like a gap
+            self.register_buffer("atom_to_value", place_atom @ _placement(params.scalar_columns, n_columns).T)
+
+    @property
+    def draws_fills(self) -> bool:
+        """Some value scalar can be a gap or at an atom: training draws its model-space value (`to_model`'s fill)."""
+        return bool(self.n_missing or self.n_atoms)
 
     def to_model(
         self, rows: Tensor, dequant: Tensor | None = None, fill: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """rows [B, D] (NaN = missing) -> (scalar z [B, S + M], log|dz/dx| [B], one-hot [B, sum K]).
+        """rows [B, D] (NaN = missing) -> (scalar z [B, S + M + A], log|dz/dx| [B], one-hot [B, sum K]).
 
-        `dequant` [B, S + M] in [0, 1) is added to discrete scalars (training); None uses the midpoint 0.5.
-        `fill` [B, S + M] is the model-space value of a gap (training: N(0, 1) draws); None uses 0, the median.
+        `dequant` [B, S + M + A] in [0, 1) is added to discrete scalars (training); None uses the midpoint 0.5.
+        `fill` [B, S + M + A] is the model-space value of a gap or atom (training: N(0, 1) draws); None uses 0,
+        the median.
         """
         # One-hot blocks compare the raw rows: a gap (NaN) equals no code, so its block is all zeros.
         blocks = [
@@ -192,6 +254,13 @@ class FeatureCodec(nn.Module):
             indicators = gaps.to(rows.dtype) @ self.place_missing.T
             parts.append(indicators)
             gap_parts.append(torch.zeros_like(indicators))
+        if self.n_atoms:
+            present = (gaps.to(rows.dtype) @ self.place_atom.T) < 0.5
+            at_atom = ((clean @ self.place_atom.T == self.atom_values) & present).to(rows.dtype)  # [B, A]
+            parts.append(at_atom)
+            gap_parts.append(torch.zeros_like(at_atom))
+            if self.n_values:
+                gap_parts[0] = gap_parts[0] + at_atom @ self.atom_to_value
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         gap = torch.cat(gap_parts, dim=1) if len(gap_parts) > 1 else gap_parts[0]
         offset = torch.full_like(x, 0.5) if dequant is None else dequant
@@ -203,8 +272,9 @@ class FeatureCodec(nn.Module):
         return z, log_slope.sum(-1), onehot
 
     def from_model(self, z: Tensor, codes: Tensor | None) -> Tensor:
-        """(scalar z [B, S + M], category codes [B, n_onehot] as float) -> rows [B, D] in original units, every
-        value within its training range, NaN where a missingness indicator is 1."""
+        """(scalar z [B, S + M + A], category codes [B, n_onehot] as float) -> rows [B, D] in original units, every
+        value within its training range, the atom's value where an atom indicator is 1, NaN where a missingness
+        indicator is 1."""
         if self.n_scalar == 0:
             assert codes is not None
             return codes @ self.place_codes
@@ -216,8 +286,12 @@ class FeatureCodec(nn.Module):
         )
         if codes is not None and self.place_codes.shape[0] > 0:
             rows = rows + codes @ self.place_codes
+        if self.n_atoms:
+            start = self.n_values + self.n_missing
+            at_atom = x[:, start : start + self.n_atoms] @ self.place_atom  # [B, D], 1 where the value is the atom
+            rows = torch.where(at_atom > 0.5, self.atom_row, rows)
         if self.n_missing:
-            missing = x[:, self.n_values :] @ self.place_missing  # [B, D], 1 where the value is missing
+            missing = x[:, self.n_values : self.n_values + self.n_missing] @ self.place_missing  # [B, D]
             rows = torch.where(missing > 0.5, torch.full_like(rows, math.nan), rows)
         return rows
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def make_manifest() -> Manifest:
         family="flow",
         schema=Schema(
             columns=(
-                Column("x", "continuous", "float64", min=-1.0, max=2.0, decimals=3, step=5),
+                Column("x", "continuous", "float64", min=-1.0, max=2.0),
                 Column("color", "categorical", "object", categories=("red", "blue")),
             ),
             label=LabelSpec("y", "int64", (0, 1), (0.9, 0.1)),
@@ -68,6 +69,10 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
 
 def test_round_trip(tmp_path: Path) -> None:
     manifest = make_manifest()
+    gridded = dataclasses.replace(manifest.schema.columns[0], decimals=3, step=5)  # multiples of 0.005 from min
+    manifest = dataclasses.replace(
+        manifest, schema=dataclasses.replace(manifest.schema, columns=(gridded, *manifest.schema.columns[1:]))
+    )
     (tmp_path / "manifest.json").write_text(manifest.to_json())
     loaded = load_manifest(tmp_path)
     assert loaded == manifest
@@ -97,7 +102,7 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
         (lambda d: d.update(version=0), "positive integer"),
         (lambda d: d["schema"]["columns"][0].update(step=0), r"columns\[0\]\.step must be an integer in \[1, "),
         (lambda d: d["schema"]["columns"][0].update(step="5"), r"columns\[0\]\.step must be an integer"),
-        (lambda d: d["schema"]["columns"][0].update(decimals=None), r"columns\[0\]\.step 5: a grid needs"),
+        (lambda d: d["schema"]["columns"][0].update(step=5), r"columns\[0\]\.step 5: a grid needs"),
         (lambda d: d["calibration"].update(fpr=[0.1, 0.01, 0.001]), "increasing"),
     ],
 )

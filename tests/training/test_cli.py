@@ -33,7 +33,7 @@ def test_manifest_and_files(trained_store: Path, family: str) -> None:
     directory = trained_store / f"mixed-{family}" / "1"
     manifest = load_manifest(directory)
     assert manifest.family == family and manifest.capabilities == CAPABILITIES[family]
-    assert [c.name for c in manifest.schema.columns] == ["height_cm", "visits", "colour", "member"]
+    assert [c.name for c in manifest.schema.columns] == ["height_cm", "visits", "colour", "member", "discount"]
     assert manifest.schema.label is not None and manifest.schema.label.classes == ("no", "yes")
     listed = set(manifest.files)
     assert {f"{g}.onnx" for g in manifest.capabilities} | {"model.pt", "report.json"} <= listed
@@ -74,17 +74,21 @@ def test_categories_valid_and_units_round_trip(trained_store: Path, family: str)
     schema = model.manifest.schema
     rows = model.sample(np.repeat([0, 1], 500), seed=3)
     frame = decode_rows(rows, schema)
-    assert list(frame.columns) == ["height_cm", "visits", "colour", "member"]
+    assert list(frame.columns) == ["height_cm", "visits", "colour", "member", "discount"]
     original = make_mixed_frame()
     assert set(frame["colour"]) <= {"red", "green", "blue"} and frame["member"].dtype == bool
     assert frame["visits"].dtype == np.int64 and frame["height_cm"].dtype == np.float64
     np.testing.assert_array_equal(rows[:, 1], np.round(rows[:, 1]))  # integers come back whole
     np.testing.assert_array_equal(rows[:, 2], np.round(rows[:, 2]))
     assert rows[:, 2].min() >= 0 and rows[:, 2].max() <= 2
+    zeros = float((frame["discount"] == 0.0).mean())  # the point mass (half the training rows) comes back exactly
+    assert zeros > 0.1, f"{family}: {zeros:.2f} of rows at the point mass"
     # Original units: the synthetic mean height lies near the real one (cm, not standardized).
     assert abs(frame["height_cm"].mean() - original["height_cm"].mean()) < 15
-    # The frame round-trips to the same codes.
-    np.testing.assert_array_equal(encode_rows(frame, schema), rows)
+    # The frame round-trips to the same codes, and to the graph's values up to the learned 2 decimals.
+    encoded = encode_rows(frame, schema)
+    np.testing.assert_array_equal(encoded[:, :4], rows[:, :4])
+    np.testing.assert_allclose(encoded[:, 4], rows[:, 4], rtol=0, atol=0.005 + 1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -124,7 +128,10 @@ def test_flow_inverse_round_trip(trained_store: Path) -> None:
     back = model.sessions["sample"].run(["rows"], {"z": latent, "label": labels})[0]
     height = model.manifest.schema.columns[0]
     np.testing.assert_allclose(back[:, 0], np.clip(rows[:, 0], height.min, height.max), rtol=1e-4)
-    assert (back[:, 1:] == rows[:, 1:]).mean() > 0.995
+    assert (back[:, 1:4] == rows[:, 1:4]).mean() > 0.995
+    discount = model.manifest.schema.columns[4]
+    np.testing.assert_allclose(back[:, 4], np.clip(rows[:, 4], discount.min, discount.max), rtol=1e-4)
+    assert (back[rows[:, 4] == 0.0, 4] == 0.0).all()  # the point mass comes back exactly
 
 
 def test_retraining_makes_the_next_version_and_evaluate_leaves_it_untouched(

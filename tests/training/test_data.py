@@ -16,7 +16,13 @@ from training.errors import DataError
 def test_csv_schema_and_round_trip(mixed_csv: Path) -> None:
     dataset = load_dataset(str(mixed_csv), "outcome")
     kinds = {c.name: c.kind for c in dataset.columns}
-    assert kinds == {"height_cm": "continuous", "visits": "integer", "colour": "categorical", "member": "categorical"}
+    assert kinds == {
+        "height_cm": "continuous",
+        "visits": "integer",
+        "colour": "categorical",
+        "member": "categorical",
+        "discount": "continuous",
+    }
     assert dataset.classes == ("no", "yes")
     split = split_dataset(dataset, seed=0)
     schema = build_schema(dataset, split.train)
@@ -39,7 +45,7 @@ def test_missing_values_are_kept_as_gaps_with_their_rate_or_imputed(tmp_path: Pa
     everything = np.arange(len(dataset.features))
     schema = build_schema(dataset, everything)
     rates = {c.name: c.missing_rate for c in schema.columns}
-    assert rates == {"height_cm": 2 / 50, "visits": 0.0, "colour": 1 / 50, "member": 0.0}
+    assert rates == {"height_cm": 2 / 50, "visits": 0.0, "colour": 1 / 50, "member": 0.0, "discount": 0.0}
     rows = encode_rows(dataset.features, schema)
     assert np.isnan(rows[[3, 7], 0]).all() and np.isnan(rows[5, 2]) and np.isnan(rows).sum() == 3
     back = decode_rows(rows, schema)

@@ -195,7 +195,7 @@ def test_sound_model_passes_with_every_figure_in_report_and_manifest(tmp_path: P
         assert report[key] == metrics[key], key
     assert metrics["quality_gate"]["passed"] is True and metrics["quality_gate"]["reasons"] == []
     assert 0.5 <= metrics["c2st_auc"] < MAX_C2ST_AUC
-    assert set(metrics["column_fidelity"]) == {"height_cm", "visits", "colour", "member"}
+    assert set(metrics["column_fidelity"]) == {"height_cm", "visits", "colour", "member", "discount"}
     privacy = metrics["privacy"]
     assert privacy["exact_copies_synthetic"] == 0.0 and privacy["dcr_median_synthetic"] > 0
     assert (

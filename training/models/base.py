@@ -146,14 +146,14 @@ class GenerativeModel(nn.Module):
         return self.training_loss(rows, label)
 
     def model_space(self, rows: Tensor, dequant: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """rows -> (scalar z [B, S + M], log|dz/dx| [B], one-hot [B, sum K]); in training, random dequantization
+        """rows -> (scalar z [B, S + M + A], log|dz/dx| [B], one-hot [B, sum K]); in training, random dequantization
         and random model-space values for gaps (`FeatureCodec.to_model`)."""
         if not dequant:
             return self.codec.to_model(rows)
         shape = (rows.shape[0], self.n_scalar)
         dequantization = torch.rand(shape, device=rows.device)
-        # Only tables with gaps draw fills, so the noise stream of tables without any is as it always was.
-        fill = torch.randn(shape, device=rows.device) if self.codec.n_missing else None
+        # Only tables with gaps or atoms draw fills, so the noise stream of other tables is as it always was.
+        fill = torch.randn(shape, device=rows.device) if self.codec.draws_fills else None
         return self.codec.to_model(rows, dequantization, fill)
 
     @staticmethod
