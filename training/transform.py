@@ -46,7 +46,8 @@ ATOM_MIN_ROWS = 5
 
 @dataclass(frozen=True)
 class TransformParams:
-    """Fitted parameters: knots per scalar (value, then missingness indicator) and the one-hot block sizes."""
+    """Fitted parameters: knots per scalar (values, then missingness and atom indicators) and the one-hot block
+    sizes."""
 
     scalar_columns: tuple[int, ...]  # positions in `rows`
     discrete: tuple[bool, ...]  # per scalar (S + M + A): dequantized (integer / ordinal categorical / indicator)
