@@ -144,16 +144,9 @@ def fit_transform(rows: np.ndarray, schema: Schema, *, categorical: str, seed: i
             lower.append(float(values.min()))
             upper.append(float(values.max()))
     missing = [j for j in range(rows.shape[1]) if np.isnan(rows[:, j]).any()]
-    for j in missing:
-        indicator = np.isnan(rows[:, j]).astype(np.float64)
-        x, z = _monotone_knots(indicator + rng.random(len(indicator)), n_knots)
-        discrete.append(True)
-        xs.append(x)
-        zs.append(z)
-        lower.append(0.0)
-        upper.append(1.0)
-    for j, atom in atoms:  # 1 where the value is the atom (a gap is not)
-        indicator = (rows[:, j] == atom).astype(np.float64)
+    # 0/1 indicators, dequantized like any discrete scalar: missingness, then atoms (a gap is not at the atom).
+    indicators = [np.isnan(rows[:, j]) for j in missing] + [rows[:, j] == atom for j, atom in atoms]
+    for indicator in indicators:
         x, z = _monotone_knots(indicator + rng.random(len(indicator)), n_knots)
         discrete.append(True)
         xs.append(x)
@@ -260,8 +253,7 @@ class FeatureCodec(nn.Module):
             at_atom = ((clean @ self.place_atom.T == self.atom_values) & present).to(rows.dtype)  # [B, A]
             parts.append(at_atom)
             gap_parts.append(torch.zeros_like(at_atom))
-            if self.n_values:
-                gap_parts[0] = gap_parts[0] + at_atom @ self.atom_to_value
+            gap_parts[0] = gap_parts[0] + at_atom @ self.atom_to_value  # atom columns are value scalars
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         gap = torch.cat(gap_parts, dim=1) if len(gap_parts) > 1 else gap_parts[0]
         offset = torch.full_like(x, 0.5) if dequant is None else dequant
