@@ -6,6 +6,8 @@ SERVE_VENV ?= .venv-serve
 PORT ?= 50051
 METRICS_PORT ?= 9400
 MODEL_STORE ?= model_store
+# pytest-xdist workers for `make test` (CI has 2 cores); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 PIP = $(VENV)/bin/pip
 PY = $(VENV)/bin/python
 
@@ -36,7 +38,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy synthserve training serving torchserve_handler
 
 test: install lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # Serves the shipped model store on localhost:$(PORT) with a torch-free install.
 serve: install-serve

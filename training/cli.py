@@ -39,7 +39,8 @@ def _train_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a hyperparameter of the family, e.g. coupling=spline for the flow (repeatable; docs/training.md)",
+        help="a hyperparameter of the family (e.g. coupling=spline for the flow) or of its training loop "
+        "(learning_rate, batch_size, patience, weight_decay); repeatable, see docs/training.md",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -112,12 +113,13 @@ def _train(argv: list[str]) -> int:
     import torch.distributed as dist
 
     from training.models import model_class
-    from training.options import OptionError, family_options
+    from training.options import OptionError, split_options
     from training.parity import ExportError
     from training.pipeline import TrainRequest, train_and_publish
+    from training.train import TrainConfig
 
     try:
-        options = family_options(model_class(args.model).config_class, args.option)
+        options, training = split_options(model_class(args.model).config_class, TrainConfig, args.option)
     except OptionError as exc:
         print(f"error: --option {exc}", file=sys.stderr)
         return 2
@@ -145,6 +147,7 @@ def _train(argv: list[str]) -> int:
         impute=args.impute,
         column_kinds=kinds,
         family_config=options,
+        train_config=training,
         progress=not args.no_progress,
         onnx_exporter=args.onnx_exporter,
         plots=not args.no_plots,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from training.train import TrainConfig
 
 __all__ = [
+    "FUSED_ADAM",
     "GENERATOR_AVERAGE_DECAY",
     "MAX_GRADIENT_NORM",
     "VALIDATION_SEED",
@@ -35,6 +36,9 @@ __all__ = [
 GENERATOR_AVERAGE_DECAY = 0.995
 MAX_GRADIENT_NORM = 10.0  # guards flow / VAE training against the occasional outlier batch
 VALIDATION_SEED = 12345  # a fixed noise stream makes successive validation losses comparable
+# One kernel per step for all weights (CPU and CUDA): the per-tensor loop cost the autoregressive family about a
+# fifth of each step on one CPU thread (benchmarks in docs/fidelity.md).
+FUSED_ADAM = True
 
 
 def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
@@ -109,7 +113,9 @@ class LikelihoodObjective(Objective):
 
     def __init__(self, model: GenerativeModel, config: TrainConfig) -> None:
         super().__init__(model)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=FUSED_ADAM
+        )
 
     def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:
         model = self.model
@@ -137,8 +143,8 @@ class AdversarialObjective(Objective):
         self.generator_params = model.generator_parameters()
         self.critic_params = model.critic_parameters()
         lr = config.learning_rate
-        self.generator_optimizer = torch.optim.Adam(self.generator_params, lr=lr, betas=(0.5, 0.9))
-        self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=lr, betas=(0.5, 0.9))
+        self.generator_optimizer = torch.optim.Adam(self.generator_params, lr=lr, betas=(0.5, 0.9), fused=FUSED_ADAM)
+        self.critic_optimizer = torch.optim.Adam(self.critic_params, lr=lr, betas=(0.5, 0.9), fused=FUSED_ADAM)
         self.generator_average = WeightAverage(self.generator_params)
 
     def step(self, rows: Tensor, label: Tensor, world: int) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """`synthserve train --option KEY=VALUE`: a family's hyperparameters from the command line, typed by its config.
 
-Each key must be a field of the family's frozen config dataclass; the value is parsed as that field's type (its
-default's type: int, float, str or bool) and the config's own checks run, so a typo, a wrong type or a value out of
-range is refused before any data is read.
+Each key must be a field of the family's frozen config dataclass or one of the training loop's settings
+(`TRAINING_KEYS`, fields of `training.train.TrainConfig`); the value is parsed as that field's type (its default's
+type: int, float, str or bool) and the config's own checks run, so a typo, a wrong type or a value out of range is
+refused before any data is read.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["OptionError", "family_options", "family_spec"]
+__all__ = ["TRAINING_KEYS", "OptionError", "family_options", "family_spec", "split_options"]
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+# The training loop's settings an --option may set (`--epochs`, `--seed` and `--device` have their own flags).
+TRAINING_KEYS = ("learning_rate", "batch_size", "patience", "weight_decay")
 
 
 class OptionError(ValueError):
@@ -34,23 +37,49 @@ def _parse(key: str, text: str, default: Any) -> Any:
     return text
 
 
-def family_options(config_class: type[Any], items: Iterable[str]) -> dict[str, Any]:
-    """KEY=VALUE strings -> the overrides of `config_class`'s defaults (a dict for TrainRequest.family_config)."""
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    defaults = config_class()
-    options: dict[str, Any] = {}
+def _items(items: Iterable[str]) -> list[tuple[str, str]]:
+    pairs = []
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise OptionError(f"{item!r}: expected KEY=VALUE")
-        if key not in fields:
-            raise OptionError(f"{key}: not a {config_class.__name__} field (one of {', '.join(sorted(fields))})")
-        options[key] = _parse(key, text, getattr(defaults, key))
+        pairs.append((key, text))
+    return pairs
+
+
+def _typed(config_class: type[Any], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """(KEY, VALUE) pairs, every key a field of `config_class` -> typed overrides its own checks accept."""
+    defaults = config_class()
+    options = {key: _parse(key, text, getattr(defaults, key)) for key, text in pairs}
     try:
         config_class(**options)  # the config's own checks (allowed values, ranges)
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     return options
+
+
+def family_options(config_class: type[Any], items: Iterable[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> the overrides of `config_class`'s defaults (a dict for TrainRequest.family_config)."""
+    return split_options(config_class, None, items)[0]
+
+
+def split_options(
+    config_class: type[Any], training_class: type[Any] | None, items: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """KEY=VALUE strings -> (overrides of the family's `config_class`, overrides of `training_class`'s
+    `TRAINING_KEYS`): TrainRequest's family_config and train_config. Without a training class only family keys
+    are taken."""
+    family_keys = [f.name for f in dataclasses.fields(config_class)]
+    training_keys = list(TRAINING_KEYS) if training_class is not None else []
+    pairs = _items(items)
+    for key, _ in pairs:
+        if key not in family_keys and key not in training_keys:
+            what = f"{config_class.__name__} field" + (" or training setting" if training_keys else "")
+            raise OptionError(f"{key}: not a {what} (one of {', '.join(sorted(family_keys + training_keys))})")
+    family = _typed(config_class, [(k, v) for k, v in pairs if k in family_keys])
+    if training_class is None:
+        return family, {}
+    return family, _typed(training_class, [(k, v) for k, v in pairs if k in training_keys])
 
 
 def family_spec(spec: str) -> tuple[str, tuple[str, ...]]:

@@ -37,6 +37,15 @@ class TrainConfig:
     device: str = "cpu"
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for name, lowest in (("epochs", 1), ("batch_size", 2), ("patience", 1)):
+            if getattr(self, name) < lowest:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least {lowest}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate}: must be above 0")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay={self.weight_decay}: must be at least 0")
+
 
 @dataclass
 class TrainResult:

@@ -348,7 +348,12 @@ def _run_transport(store: Path, rounds: int) -> None:
                 connection.send(make(rng))
                 connection.close()
                 sent += 1
-        restarts = _metric(server, "synthserve_server_restarts_total")
+        # The last round's replacement may still be under way (nothing has connected since its malformed call).
+        deadline = time.monotonic() + 10.0
+        while (
+            restarts := _metric(server, "synthserve_server_restarts_total")
+        ) < rounds and time.monotonic() < deadline:
+            time.sleep(0.1)
         print(
             f"transport fuzzer: {sent} connections ({len(cases)} kinds); server counted {_server_codes(server)}; "
             f"gRPC server replaced {restarts:.0f} times"

@@ -11,9 +11,7 @@ import torch
 
 from training.cli import main as cli_main
 from training.exported import ExportedModel
-from training.models.flow import FlowConfig
 from training.models.spline import rational_quadratic
-from training.options import OptionError, family_options
 from training.parity import PARITY_ROUNDING_FACTOR
 
 BOUND = 4.0
@@ -55,21 +53,6 @@ def test_zero_parameters_are_the_identity() -> None:
     y, log_derivative = rational_quadratic(x, *zeros, BOUND, inverse=False)
     torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
     torch.testing.assert_close(log_derivative, torch.zeros_like(x), atol=1e-6, rtol=0)
-
-
-def test_options_are_typed_by_the_family_config() -> None:
-    assert family_options(FlowConfig, ["coupling=spline", "spline_bins=12", "spline_bound=3"]) == {
-        "coupling": "spline",
-        "spline_bins": 12,
-        "spline_bound": 3.0,
-    }
-    with pytest.raises(OptionError, match="colour: not a FlowConfig field"):
-        family_options(FlowConfig, ["colour=red"])
-    with pytest.raises(OptionError, match="spline_bins=many: expected an integer"):
-        family_options(FlowConfig, ["spline_bins=many"])
-    with pytest.raises(OptionError, match=r"coupling must be one of \('affine', 'spline'\), got 'curvy'"):
-        family_options(FlowConfig, ["coupling=curvy"])
-    assert cli_main(["train", "--data", "sklearn:wine", "--model", "flow", "--name", "w", "--option", "coupling"]) == 2
 
 
 def _moons(n: int, seed: int) -> pd.DataFrame:
