@@ -46,7 +46,8 @@ from benchmarks.fidelity_lib.measures import Encoding, invented_share, outside_s
 from benchmarks.fidelity_lib.report import per_table, summary, target_verdicts, verdict_lines
 from benchmarks.fidelity_lib.tables import FORMS, SKLEARN_TABLES, TABLES, Table, known_tables, load_table, write_forms
 from training.models import model_class
-from training.options import OptionError, family_options, family_spec
+from training.options import OptionError, family_spec, split_options
+from training.train import TrainConfig
 
 __all__ = ["main"]
 
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(FAMILIES),
         type=_family,
-        help=f"of {', '.join(FAMILIES)}, each with optional ':KEY=VALUE;...' training options (flow:coupling=spline)",
+        help=f"of {', '.join(FAMILIES)}, each with optional ':KEY=VALUE;...' --option items (flow:coupling=spline)",
     )
     parser.add_argument("--forms", nargs="+", default=list(FORMS), choices=FORMS)
     parser.add_argument("--sdv", action=argparse.BooleanOptionalAction, default=True, help="run SDV's synthesizers")
@@ -123,7 +124,7 @@ def _family(spec: str) -> str:
     if family not in FAMILIES:
         raise argparse.ArgumentTypeError(f"{family!r} is not one of {', '.join(FAMILIES)}")
     try:
-        family_options(model_class(family).config_class, options)
+        split_options(model_class(family).config_class, TrainConfig, options)
     except OptionError as exc:
         raise argparse.ArgumentTypeError(f"{spec}: {exc}") from None
     return spec
@@ -153,7 +154,7 @@ def _generate(
             epochs=args.epochs,
             seed=SEED,
             onnx_exporter=args.onnx_exporter,
-            family_config=family_options(model_class(family).config_class, options),
+            options=split_options(model_class(family).config_class, TrainConfig, options),
         )
     assert sdv_python is not None
     return run_sdv(

@@ -76,8 +76,9 @@ def run_synthserve(
     epochs: int | None,
     seed: int,
     onnx_exporter: str,
-    family_config: dict[str, Any] | None = None,
+    options: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
 ) -> Generated:
+    """`options`: the family's config overrides and the training loop's (`training.options.split_options`)."""
     from synthserve.contract import load_manifest
     from synthserve.contract.frames import label_codes
     from training.data import decode_rows
@@ -95,7 +96,8 @@ def run_synthserve(
         progress=False,
         plots=False,
         onnx_exporter=onnx_exporter,
-        family_config=family_config or {},
+        family_config=options[0],
+        train_config=options[1],
         # A refused model is still measured; the gate's verdict is kept in the details.
         accept_weak=True,
     )
