@@ -10,7 +10,6 @@ of them stop at the same epoch.
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from collections.abc import Callable
@@ -91,7 +90,7 @@ def train_model(
     objective = model.objective(config)  # the family says how it is optimized
     order_generator = torch.Generator().manual_seed(config.seed)
     result = TrainResult(history={"train_loss": [], "validation_loss": []})
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = objective.snapshot()
     start = time.perf_counter()
     start_cpu = time.process_time()
     bar = tqdm(
