@@ -36,7 +36,7 @@ GENERATOR_AVERAGE_DECAY = 0.995
 MAX_GRADIENT_NORM = 10.0  # guards flow / VAE training against the occasional outlier batch
 VALIDATION_SEED = 12345  # a fixed noise stream makes successive validation losses comparable
 # One kernel per step for all weights (CPU and CUDA): the per-tensor loop cost the autoregressive family about a
-# fifth of each step on one CPU thread (benchmarks in docs/fidelity.md).
+# quarter of each step on one CPU thread (benchmarks in docs/fidelity.md).
 FUSED_ADAM = True
 
 

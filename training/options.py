@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["TRAINING_KEYS", "OptionError", "family_options", "family_spec", "split_options"]
+__all__ = ["TRAINING_KEYS", "OptionError", "family_spec", "split_options"]
 
 _TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 # The training loop's settings an --option may set (`--epochs`, `--seed` and `--device` have their own flags).
@@ -56,11 +56,6 @@ def _typed(config_class: type[Any], pairs: list[tuple[str, str]]) -> dict[str, A
     except ValueError as exc:
         raise OptionError(str(exc)) from None
     return options
-
-
-def family_options(config_class: type[Any], items: Iterable[str]) -> dict[str, Any]:
-    """KEY=VALUE strings -> the overrides of `config_class`'s defaults (a dict for TrainRequest.family_config)."""
-    return split_options(config_class, None, items)[0]
 
 
 def split_options(

@@ -10,24 +10,23 @@ from synthserve.contract import load_manifest
 from training.cli import main as cli_main
 from training.models.autoregressive import AutoregressiveConfig
 from training.models.flow import FlowConfig
-from training.options import OptionError, family_options, split_options
+from training.options import OptionError, split_options
 from training.train import TrainConfig
 
 
 def test_options_are_typed_by_the_family_config() -> None:
-    assert family_options(FlowConfig, ["coupling=spline", "spline_bins=12", "spline_bound=3"]) == {
-        "coupling": "spline",
-        "spline_bins": 12,
-        "spline_bound": 3.0,
-    }
+    assert split_options(FlowConfig, None, ["coupling=spline", "spline_bins=12", "spline_bound=3"]) == (
+        {"coupling": "spline", "spline_bins": 12, "spline_bound": 3.0},
+        {},
+    )
     with pytest.raises(OptionError, match="colour: not a FlowConfig field"):
-        family_options(FlowConfig, ["colour=red"])
+        split_options(FlowConfig, None, ["colour=red"])
     with pytest.raises(OptionError, match="spline_bins=many: expected an integer"):
-        family_options(FlowConfig, ["spline_bins=many"])
+        split_options(FlowConfig, None, ["spline_bins=many"])
     with pytest.raises(OptionError, match=r"coupling must be one of \('affine', 'spline'\), got 'curvy'"):
-        family_options(FlowConfig, ["coupling=curvy"])
+        split_options(FlowConfig, None, ["coupling=curvy"])
     with pytest.raises(OptionError, match=r"learning_rate: not a FlowConfig field \("):  # family keys only
-        family_options(FlowConfig, ["learning_rate=0.01"])
+        split_options(FlowConfig, None, ["learning_rate=0.01"])
     assert cli_main(["train", "--data", "sklearn:wine", "--model", "flow", "--name", "w", "--option", "coupling"]) == 2
 
 
