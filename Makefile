@@ -37,8 +37,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy synthserve training serving torchserve_handler
 
+# Two runs: the suite on $(TEST_WORKERS) workers, then the tests that bound latency or measured cost, alone.
 test: install lint
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not serial"
+	$(VENV)/bin/pytest -q -m "serial and not slow"
 
 # Serves the shipped model store on localhost:$(PORT) with a torch-free install.
 serve: install-serve

@@ -205,6 +205,7 @@ def run_overload(store: Path, seconds: float) -> None:
     assert control_ok >= 0.25
 
 
+@pytest.mark.serial  # latency bounds: alone on the machine
 def test_ten_times_capacity_for_five_seconds(store: Path) -> None:
     run_overload(store, 5.0)
 

@@ -270,6 +270,7 @@ def test_a_closed_group_of_callers_shares_batches_without_waiting_out_the_delay(
     assert batches.count(8) >= 15, batches
 
 
+@pytest.mark.serial  # measures waits and run costs: alone on the machine
 def test_under_steady_arrivals_a_batch_waits_for_mates_though_a_worker_is_idle() -> None:
     """Chunks every 2 ms into a 5 ms session: once two share a batch, batches wait up to the delay for more
     instead of running as soon as one of the two workers is free (which gives batches of 2-3 chunks)."""
@@ -300,6 +301,7 @@ def test_under_steady_arrivals_a_batch_waits_for_mates_though_a_worker_is_idle()
     assert longest_wait_s < 0.06 + 0.1  # the delay bounds every wait (plus one run and scheduling slack)
 
 
+@pytest.mark.serial  # measures waits and run costs: alone on the machine
 def test_large_chunks_do_not_wait_for_batch_mates() -> None:
     """A group of callers whose 2,000-row chunks are mostly per-row work (0.1 ms per run, 3 us per row): a pause
     in arrivals is measured against a run's fixed cost, not its whole run, so each chunk runs as soon as a worker is
