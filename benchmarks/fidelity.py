@@ -47,7 +47,6 @@ from benchmarks.fidelity_lib.report import per_table, summary, target_verdicts, 
 from benchmarks.fidelity_lib.tables import FORMS, SKLEARN_TABLES, TABLES, Table, known_tables, load_table, write_forms
 from training.models import model_class
 from training.options import OptionError, family_spec, split_options
-from training.train import TrainConfig
 
 __all__ = ["main"]
 
@@ -124,7 +123,7 @@ def _family(spec: str) -> str:
     if family not in FAMILIES:
         raise argparse.ArgumentTypeError(f"{family!r} is not one of {', '.join(FAMILIES)}")
     try:
-        split_options(model_class(family).config_class, TrainConfig, options)
+        split_options(model_class(family).config_class, options)
     except OptionError as exc:
         raise argparse.ArgumentTypeError(f"{spec}: {exc}") from None
     return spec
@@ -144,6 +143,7 @@ def _generate(
     output = train_csv.with_name(f"{generator}.csv")
     family, options = family_spec(generator)
     if family in FAMILIES:
+        family_config, train_config = split_options(model_class(family).config_class, options)
         return run_synthserve(
             train_csv,
             table.label,
@@ -154,7 +154,8 @@ def _generate(
             epochs=args.epochs,
             seed=SEED,
             onnx_exporter=args.onnx_exporter,
-            options=split_options(model_class(family).config_class, TrainConfig, options),
+            family_config=family_config,
+            train_config=train_config,
         )
     assert sdv_python is not None
     return run_sdv(

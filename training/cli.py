@@ -116,10 +116,9 @@ def _train(argv: list[str]) -> int:
     from training.options import OptionError, split_options
     from training.parity import ExportError
     from training.pipeline import TrainRequest, train_and_publish
-    from training.train import TrainConfig
 
     try:
-        options, training = split_options(model_class(args.model).config_class, TrainConfig, args.option)
+        options, training = split_options(model_class(args.model).config_class, args.option)
     except OptionError as exc:
         print(f"error: --option {exc}", file=sys.stderr)
         return 2

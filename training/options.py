@@ -58,23 +58,19 @@ def _typed(config_class: type[Any], pairs: list[tuple[str, str]]) -> dict[str, A
     return options
 
 
-def split_options(
-    config_class: type[Any], training_class: type[Any] | None, items: Iterable[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """KEY=VALUE strings -> (overrides of the family's `config_class`, overrides of `training_class`'s
-    `TRAINING_KEYS`): TrainRequest's family_config and train_config. Without a training class only family keys
-    are taken."""
+def split_options(config_class: type[Any], items: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """KEY=VALUE strings -> (overrides of the family's `config_class`, overrides of `TrainConfig`'s
+    `TRAINING_KEYS`): TrainRequest's family_config and train_config."""
+    from training.train import TrainConfig
+
     family_keys = [f.name for f in dataclasses.fields(config_class)]
-    training_keys = list(TRAINING_KEYS) if training_class is not None else []
     pairs = _items(items)
     for key, _ in pairs:
-        if key not in family_keys and key not in training_keys:
-            what = f"{config_class.__name__} field" + (" or training setting" if training_keys else "")
-            raise OptionError(f"{key}: not a {what} (one of {', '.join(sorted(family_keys + training_keys))})")
+        if key not in family_keys and key not in TRAINING_KEYS:
+            known = ", ".join(sorted([*family_keys, *TRAINING_KEYS]))
+            raise OptionError(f"{key}: not a {config_class.__name__} field or training setting (one of {known})")
     family = _typed(config_class, [(k, v) for k, v in pairs if k in family_keys])
-    if training_class is None:
-        return family, {}
-    return family, _typed(training_class, [(k, v) for k, v in pairs if k in training_keys])
+    return family, _typed(TrainConfig, [(k, v) for k, v in pairs if k in TRAINING_KEYS])
 
 
 def family_spec(spec: str) -> tuple[str, tuple[str, ...]]:

@@ -76,9 +76,11 @@ def run_synthserve(
     epochs: int | None,
     seed: int,
     onnx_exporter: str,
-    options: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
+    family_config: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
 ) -> Generated:
-    """`options`: the family's config overrides and the training loop's (`training.options.split_options`)."""
+    """`family_config` and `train_config`: overrides of the family's config and of the training loop's settings
+    (`training.options.split_options`)."""
     from synthserve.contract import load_manifest
     from synthserve.contract.frames import label_codes
     from training.data import decode_rows
@@ -96,8 +98,8 @@ def run_synthserve(
         progress=False,
         plots=False,
         onnx_exporter=onnx_exporter,
-        family_config=options[0],
-        train_config=options[1],
+        family_config=family_config or {},
+        train_config=train_config or {},
         # A refused model is still measured; the gate's verdict is kept in the details.
         accept_weak=True,
     )
