@@ -19,6 +19,7 @@ from training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from training.cli import main as cli_main
 from training.data import encode_rows
 from training.exported import ExportedModel, feeds_for
+from training.models.autoregressive import MaskedLinear
 from training.parity import PARITY_ROUNDING_FACTOR, check_parity
 
 MIN_DIGIT_ACCURACY = 0.9
@@ -126,3 +127,24 @@ def test_conditional_digits_are_the_requested_class(tmp_path: Path) -> None:
     accuracy = float((classifier.predict(model.sample(requested, seed=0)) == requested).mean())
     print(f"digits-autoregressive: accuracy {accuracy:.3f}, {time.perf_counter() - start:.0f} s")
     assert accuracy >= MIN_DIGIT_ACCURACY, accuracy
+
+
+def test_masked_weight_is_the_same_in_training_and_kept_out_of_the_state() -> None:
+    """Training multiplies by a float copy of the mask (cached, in the weight's dtype); evaluation and export by the
+    bool buffer. Both give the same weight, and only the bool mask is saved."""
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    layer = MaskedLinear(3, 2, mask)
+    layer.eval()
+    expected = layer.masked_weight().detach().clone()
+    assert torch.all(expected[~mask] == 0) and torch.all(expected[mask] != 0)
+    layer.train()
+    assert torch.equal(layer.masked_weight(), expected)
+    layer.double()  # the cached copy follows the weight's dtype
+    assert layer.masked_weight().dtype == torch.float64
+    assert torch.equal(layer.masked_weight().float(), expected)
+    assert set(layer.state_dict()) == {"weight", "bias", "mask"}
+    assert layer.state_dict()["mask"].dtype == torch.bool
+    # Gradients reach the unmasked weights only.
+    layer(torch.ones(4, 3, dtype=torch.float64)).sum().backward()
+    assert layer.weight.grad is not None
+    assert torch.all(layer.weight.grad[~mask] == 0) and torch.all(layer.weight.grad[mask] == 4)

@@ -40,9 +40,23 @@ class MaskedLinear(nn.Linear):
         super().__init__(n_in, n_out)
         # [n_out, n_in], stored as bool: a quarter of float32's bytes in model.pt and in every exported graph.
         self.register_buffer("mask", mask.bool())
+        self._training_mask: Tensor | None = None  # the mask in the weight's dtype, never saved nor exported
+
+    def masked_weight(self) -> Tensor:
+        """The weight with the masked connections at zero [n_out, n_in].
+
+        In training the mask is kept in the weight's dtype: bool * float converts it on every call (and again in
+        the backward pass), a twelfth of a training step of small tables. Evaluation and export (which trace in
+        eval mode) multiply by the bool buffer, so model.pt and the graphs hold only that."""
+        if not self.training:
+            return self.weight * self.mask
+        values = self._training_mask
+        if values is None or values.device != self.weight.device or values.dtype != self.weight.dtype:
+            values = self._training_mask = self.mask.to(self.weight.dtype)
+        return self.weight * values
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+        return nn.functional.linear(x, self.masked_weight(), self.bias)
 
 
 class MADE(nn.Module):
@@ -72,20 +86,26 @@ class MADE(nn.Module):
 
     def shift_scale(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """The autoregressive network: shift and log-scale [B, D], output i a function of x's columns of lower rank."""
-        return self._shift_scale(x, self.cond(cond), self._masked_weights())
+        return self._shift_scale(x, self._first_offset(cond), self._masked_weights())
 
     def _masked_weights(self) -> list[Tensor]:
         """Each layer's masked weight, transposed for `x @ w`. `from_base` computes them once for its D passes:
         computed inside every pass, the exporter folds one copy of each into the sample graph per pass (a 64-column
         table's graph grew from 1.7 to 12 MB)."""
-        return [(layer.weight * layer.mask).t() for layer in (self.first, *self.hidden_layers, self.out)]
+        return [layer.masked_weight().t() for layer in (self.first, *self.hidden_layers, self.out)]
+
+    def _first_offset(self, cond: Tensor) -> Tensor:
+        """What the first layer adds to x's product: the class's input and both biases [B, H] (the biases summed
+        once per layer, not per row)."""
+        return torch.addmm(self.cond.bias + self.first.bias, cond, self.cond.weight.t())
 
     def _shift_scale(self, x: Tensor, cond_h: Tensor, weights: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """x [B, D], the class's first-layer input cond_h [B, H] -> shift, log-scale [B, D]."""
-        h = x @ weights[0] + self.first.bias + cond_h  # [B, H]
+        """x [B, D], the first layer's offset cond_h [B, H] (`_first_offset`) -> shift, log-scale [B, D]."""
+        # addmm: each bias is added inside its matrix product (one op and one backward node fewer per layer).
+        h = torch.addmm(cond_h, x, weights[0])  # [B, H]
         for layer, weight in zip(self.hidden_layers, weights[1:-1]):
-            h = nn.functional.silu(h) @ weight + layer.bias
-        shift, raw = (nn.functional.silu(h) @ weights[-1] + self.out.bias).chunk(2, dim=1)
+            h = torch.addmm(layer.bias, nn.functional.silu(h), weight)
+        shift, raw = torch.addmm(self.out.bias, nn.functional.silu(h), weights[-1]).chunk(2, dim=1)
         return shift, self.max_log_scale * torch.tanh(raw / self.max_log_scale)
 
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
@@ -96,7 +116,7 @@ class MADE(nn.Module):
     def inverse(self, u: Tensor, cond: Tensor) -> Tensor:
         """u [B, D] -> x [B, D] in D passes: after pass k the columns of rank <= k are exact (those of higher rank
         are recomputed from them later), so no column needs to be written on its own."""
-        weights, cond_h = self._masked_weights(), self.cond(cond)
+        weights, cond_h = self._masked_weights(), self._first_offset(cond)
         x = torch.zeros_like(u)
         for _ in range(u.shape[1]):
             shift, log_scale = self._shift_scale(x, cond_h, weights)
