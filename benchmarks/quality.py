@@ -24,6 +24,7 @@ import pandas as pd
 
 from benchmarks.quality_lib.data import DEV_DATASETS, SPLITS, load_folds, resolve_datasets
 from benchmarks.quality_lib.generator import TrainConfig
+from benchmarks.quality_lib.progress import PARTIAL_FILE, Progress, ResumeError, code_commit
 from benchmarks.quality_lib.report import write_outputs
 from benchmarks.quality_lib.runner import RECORD_FIELDS, FoldTask, RunConfig, run_tasks
 from synthserve.contract import BALANCE_SAMPLING, SamplingOptions
@@ -105,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="output directory")
     parser.add_argument("--synthserve", default=None, help="the synthserve executable (default: beside python)")
     parser.add_argument("--quick", action="store_true", help=f"{len(QUICK_DATASETS)} datasets x 1 fold, one family")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the unfinished run under --out (same settings, same commit): its finished folds are kept",
+    )
     args = parser.parse_args(argv)
 
     families = _parse_families(args.families)
@@ -138,29 +144,46 @@ def main(argv: list[str] | None = None) -> int:
             tasks.append(FoldTask(name, fold, config))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    rows: list[dict[str, object]] = []
-    for done, (task, fold_records) in enumerate(run_tasks(tasks, args.jobs), start=1):
+    settings = {
+        "split": args.split,
+        "folds": [f"{t.dataset}:{t.fold}" for t in tasks],
+        "families": [t.method for t in trainers],
+        "epochs": epochs,
+        "seed": args.seed,
+        "anomaly": config.anomaly,
+        "sampling": [f"{o.temperature:g}:{o.best_of}:{o.guidance:g}" for o in config.sampling],
+    }
+    try:
+        progress = Progress.start(args.out, settings, code_commit(Path(__file__).resolve().parents[1]), args.resume)
+    except ResumeError as exc:
+        raise SystemExit(str(exc)) from None
+    finished = progress.finished_folds()
+    rows: list[dict[str, object]] = [] if progress.records is None else progress.records.to_dict("records")
+    pending = [t for t in tasks if (t.dataset, t.fold) not in finished]
+    if finished:
+        print(f"resuming: {len(finished)} of {len(tasks)} folds kept from {args.out / PARTIAL_FILE}", file=sys.stderr)
+    start, sitting_folds = time.perf_counter(), 0
+    for sitting_folds, (task, fold_records) in enumerate(run_tasks(pending, args.jobs), start=1):
+        done = len(tasks) - len(pending) + sitting_folds
         rows += fold_records
-        # Saved after every fold, so a long run that is stopped still leaves its figures.
-        pd.DataFrame(rows, columns=list(RECORD_FIELDS)).to_csv(args.out / "records.partial.csv", index=False)
+        # Saved after every fold, so a long run that is stopped still leaves its figures (and --resume goes on).
+        pd.DataFrame(rows, columns=list(RECORD_FIELDS)).to_csv(args.out / PARTIAL_FILE, index=False)
         elapsed_s = time.perf_counter() - start
+        progress.save(elapsed_s, _cpu_seconds(), sitting_folds)
         print(f"[{elapsed_s:7.1f}s] {done}/{len(tasks)} {task.dataset} fold {task.fold}", file=sys.stderr, flush=True)
     records = pd.DataFrame(rows, columns=list(RECORD_FIELDS))
-    (args.out / "records.partial.csv").unlink()
-    wall_s = time.perf_counter() - start
-    cpu_s = sum(
-        usage.ru_utime + usage.ru_stime
-        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
-    )
+    progress.save(time.perf_counter() - start, _cpu_seconds(), sitting_folds)
+    (args.out / PARTIAL_FILE).unlink(missing_ok=True)
+    wall_s, cpu_s, sittings = progress.totals()
     command = " ".join(["benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])])
     dev_note = " (the development set)" if tuple(datasets) == DEV_DATASETS else ""
+    sittings_note = f" in {sittings} sittings (`--resume`)" if sittings > 1 else ""
     header = (
         f"# Quality benchmark results\n\n`{command}`\n\n"
         f"{len(datasets)} datasets{dev_note}, {len(tasks)} folds, split `{args.split}`, families "
         f"{', '.join(t.method for t in trainers) or 'none'}, epochs {epochs if epochs is not None else 'default'}, "
-        f"{args.jobs} job(s): wall time {wall_s:.1f} s, {cpu_s:.0f} CPU-s (this process, its workers and their\n"
-        "`synthserve train` children).\n"
+        f"{args.jobs} job(s): wall time {wall_s:.1f} s, {cpu_s:.0f} CPU-s{sittings_note} (this process, its workers\n"
+        f"and their `synthserve train` children); code {progress.commit or 'outside git'}.\n"
     )
     tables = write_outputs(records, args.out, header)
     print(header)
@@ -168,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}:\n{frame.to_string(index=False)}\n")
     print(f"outputs in {args.out}", file=sys.stderr)
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the workers and their `synthserve train` calls)."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
 
 
 if __name__ == "__main__":
