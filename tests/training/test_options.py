@@ -8,9 +8,10 @@ import pytest
 
 from synthserve.contract import load_manifest
 from training.cli import main as cli_main
-from training.models.autoregressive import AutoregressiveConfig
+from training.models.autoregressive import AUTOREGRESSIVE_LEARNING_RATE, AutoregressiveConfig
 from training.models.flow import FlowConfig
 from training.options import OptionError, split_options
+from training.train import TrainConfig
 
 
 def test_options_are_typed_by_the_family_config() -> None:
@@ -52,3 +53,12 @@ def test_cli_trains_with_the_training_settings_and_records_them(tmp_path: Path, 
     assert (record["learning_rate"], record["batch_size"], record["epochs"]) == (0.003, 64, 2)
     assert cli_main([*argv[:-1], "batch_size=0"]) == 2
     assert "error: --option batch_size=0: must be at least 2" in capsys.readouterr().err
+
+
+def test_the_family_default_learning_rate_is_recorded_unless_overridden(tmp_path: Path) -> None:
+    """The autoregressive family trains at its own learning rate (not TrainConfig's 1e-3) when none is given."""
+    argv = ["train", "--data", "sklearn:wine", "--model", "autoregressive", "--name", "d", "--model-store"]
+    argv += [str(tmp_path), "--epochs", "2", "--no-progress", "--no-plots", "--onnx-exporter", "torchscript"]
+    assert cli_main([*argv, "--accept-weak-model"]) == 0
+    record = load_manifest(tmp_path / "d" / "1").training["train_config"]
+    assert record["learning_rate"] == AUTOREGRESSIVE_LEARNING_RATE != TrainConfig().learning_rate
