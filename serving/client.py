@@ -249,7 +249,9 @@ class SynthClient:
         seed: int | None = None,
         class_log_density: bool = False,
     ) -> pd.DataFrame:
-        """log_density, log_density_<class> (when asked), posterior_<class> and is_anomaly (with fpr), per row."""
+        """log_density, log_density_<class> (when asked), posterior_<class>, anomaly_score (models that serve one)
+        and is_anomaly (with fpr), per row; with fpr, `attrs` holds the threshold and the score it is on
+        (`threshold_score`: "anomaly_score", flagged above, or "log_density", flagged below)."""
         description = self.describe(model, version)
         conditional = description.label is not None
         responses = [
@@ -282,9 +284,15 @@ class SynthClient:
             values = joined("posteriors", "<f4").reshape(-1, n_classes)
             for index, label in enumerate(description.classes):
                 result[f"posterior_{label}"] = values[:, index]
+        if responses[0].anomaly_score:
+            result["anomaly_score"] = joined("anomaly_score", "<f4")
         if fpr is not None:
             result["is_anomaly"] = joined("is_anomaly", "u1").astype(bool)
             result.attrs["threshold"] = responses[0].threshold
+            kind = responses[0].threshold_score
+            result.attrs["threshold_score"] = (
+                "anomaly_score" if kind == pb.ANOMALY_SCORE_KIND_ANOMALY_SCORE else "log_density"
+            )
         return result
 
     def encode(

@@ -66,6 +66,7 @@ def model_info(model: LoadedModel, versions: list[int]) -> pb.ModelInfo:
                 fpr=calibration.fpr,
                 log_prob_quantiles=calibration.log_prob_quantiles,
                 num_heldout=calibration.n_heldout,
+                anomaly_score_quantiles=calibration.anomaly_score_quantiles or (),
             )
         )
     json_format.ParseDict(_json_safe(manifest.metrics), info.metrics)

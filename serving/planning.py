@@ -23,6 +23,7 @@ from serving.errors import InvalidArgument
 from serving.registry import LoadedModel
 from synthserve.contract import (
     PLAIN_SAMPLING,
+    AnomalyThreshold,
     FeatureCondition,
     LabelRuns,
     SamplingOptions,
@@ -78,7 +79,7 @@ class ScorePlan:
     seed: int
     start_row: int  # the rows' index within a larger table split over requests (noise rows)
     held_bytes: int
-    threshold: float | None = None  # ScoreDensity with fpr: the anomaly threshold on log p(x)
+    threshold: AnomalyThreshold | None = None  # ScoreDensity with fpr: the calibrated anomaly threshold
     held_for: str = "rows.num_rows"
 
 

@@ -19,8 +19,21 @@ from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
 from serving.strategies import STRATEGY_ENUMS, STRATEGY_NAMES
 from serving.tables import decode_labels, decode_table
-from synthserve.contract import BALANCE_SAMPLING, PLAIN_SAMPLING, SamplingOptions, Schema, resolve_sampling
+from synthserve.contract import (
+    ANOMALY_SCORE,
+    BALANCE_SAMPLING,
+    LOG_DENSITY,
+    PLAIN_SAMPLING,
+    SamplingOptions,
+    Schema,
+    resolve_sampling,
+)
 
+# The score an anomaly threshold is on (synthserve.contract.AnomalyThreshold.score) as the API names it.
+THRESHOLD_SCORES = {
+    ANOMALY_SCORE: pb.ANOMALY_SCORE_KIND_ANOMALY_SCORE,
+    LOG_DENSITY: pb.ANOMALY_SCORE_KIND_LOG_DENSITY,
+}
 OFF_LOOP_VALUES = 1 << 18  # tables of more values (1 MB of float32) are encoded in a worker thread
 _StreamMessage = TypeVar("_StreamMessage", pb.SampleStreamResponse, pb.BalanceResponse)
 
@@ -222,8 +235,11 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             response.class_log_density = _floats(scores.class_log_density)
         if request.include_posteriors:
             response.posteriors = _floats(scores.posteriors)
+        if scores.anomaly_score is not None:
+            response.anomaly_score = _floats(scores.anomaly_score)
         if plan.threshold is not None:
-            response.threshold = plan.threshold
+            response.threshold = plan.threshold.value
+            response.threshold_score = THRESHOLD_SCORES[plan.threshold.score]
             response.is_anomaly = scores.is_anomaly(plan.threshold).astype("u1").tobytes()
         return response
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from synthserve.contract import anomaly_threshold
+from synthserve.contract import LOG_DENSITY, anomaly_threshold
 from torchserve_handler.codec import (
     ScoreRequest,
     array_from_rows,
@@ -116,7 +116,10 @@ class SynthService:
             response["posterior"] = {
                 str(c): scores.posteriors[:, i].astype(float).tolist() for i, c in enumerate(label.classes)
             }
+        if scores.anomaly_score is not None:
+            response["anomaly_score"] = scores.anomaly_score.astype(float).tolist()
         if threshold is not None:
-            response["threshold"] = threshold
+            response["threshold"] = threshold.value
+            response["threshold_score"] = "log_density" if threshold.score == LOG_DENSITY else threshold.score
             response["is_anomaly"] = scores.is_anomaly(threshold).tolist()
         return response

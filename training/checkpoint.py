@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from synthserve.contract import Column, LabelSpec, Schema
+from training.anomaly import AnomalyParams, AnomalyScore
 from training.models import GenerativeModel, model_class
 from training.transform import TransformParams
 
@@ -29,7 +30,9 @@ def save_checkpoint(model: GenerativeModel, path: Path) -> None:
     torch.save(
         {
             "family": model.family,
-            "state_dict": model.state_dict(),
+            # The anomaly score's buffers are rebuilt from its parameters, kept apart (`anomaly`).
+            "state_dict": {k: v for k, v in model.state_dict().items() if not k.startswith("anomaly.")},
+            "anomaly": None if model.anomaly is None else model.anomaly.params.to_state(),
             "family_config": dataclasses.asdict(model.config),
             "transform": {
                 k: torch.as_tensor(v) if isinstance(v, np.ndarray) else list(v)
@@ -51,6 +54,8 @@ def load_checkpoint(path: Path) -> GenerativeModel:
         _transform(checkpoint["transform"]),
     )
     model.load_state_dict(checkpoint["state_dict"])
+    if checkpoint.get("anomaly") is not None:
+        model.anomaly = AnomalyScore(AnomalyParams.from_state(checkpoint["anomaly"]))
     return model.eval()
 
 

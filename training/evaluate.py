@@ -56,10 +56,18 @@ class Evaluation:
 
 
 def calibrate(model: ExportedModel, rows: np.ndarray) -> tuple[Calibration, np.ndarray]:
-    """Held-out log-density quantiles at CALIBRATION_FPR, scored with seed 0 exactly as the server scores."""
+    """Held-out quantiles at CALIBRATION_FPR of log p(x) (lower tail) and of the anomaly score where the graph
+    serves one (upper tail), scored with seed 0 exactly as the server scores."""
     log_prob, _, _ = model.log_prob(rows, seed=0)
     quantiles = np.quantile(log_prob.astype(np.float64), CALIBRATION_FPR)
-    return Calibration(CALIBRATION_FPR, tuple(float(q) for q in quantiles), len(rows)), log_prob
+    anomaly = model.anomaly_score(rows, seed=0)
+    upper = None
+    if anomaly is not None:
+        # NaN and inf rows count as the most anomalous, at a finite score that JSON can hold.
+        big = float(np.finfo(np.float32).max)
+        values = np.nan_to_num(anomaly.astype(np.float64), nan=big, posinf=big, neginf=-big)
+        upper = tuple(float(q) for q in np.quantile(values, 1.0 - np.asarray(CALIBRATION_FPR)))
+    return Calibration(CALIBRATION_FPR, tuple(float(q) for q in quantiles), len(rows), upper), log_prob
 
 
 def sample_metrics(
@@ -146,6 +154,9 @@ def evaluate_version(
         report["calibration"] = {
             "fpr": list(calibration.fpr),
             "log_prob_quantiles": list(calibration.log_prob_quantiles),
+            "anomaly_score_quantiles": (
+                None if calibration.anomaly_score_quantiles is None else list(calibration.anomaly_score_quantiles)
+            ),
         }
     (directory / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     return Evaluation(metrics, calibration, (REPORT_FILE, *files))

@@ -2,20 +2,30 @@
 
 Graph I/O follows docs/model_store.md: sample(noise..., label) -> rows; sample_guided(noise..., label, guidance)
 -> rows (the sample graph's noise; guidance [B] the weight per row); log_prob(rows, noise...) ->
-(log_prob, log_prob_cond, posterior); encode(rows, label, noise...) -> latent. The output names and their order
-are the contract's (`synthserve.contract.graphs.GRAPH_OUTPUTS`): serving reads outputs by those names.
+(log_prob, log_prob_cond, posterior[, anomaly_score]); encode(rows, label, noise...) -> latent. The output names
+and their order are the contract's (`synthserve.contract.graphs.GRAPH_OUTPUTS`): serving reads outputs by those
+names.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from synthserve.contract import GraphSpec, Schema, TensorSpec
-from synthserve.contract.graphs import CLASS_LOG_DENSITY, GRAPH_OUTPUTS, LATENT, LOG_DENSITY, POSTERIOR, ROWS
+from synthserve.contract.graphs import (
+    ANOMALY_SCORE,
+    CLASS_LOG_DENSITY,
+    GRAPH_OUTPUTS,
+    LATENT,
+    LOG_DENSITY,
+    POSTERIOR,
+    ROWS,
+)
 from training.models import GenerativeModel
 
-__all__ = ["GraphModule", "graph_specs", "random_inputs", "run_graph"]
+__all__ = ["GraphModule", "eager_log_density", "graph_specs", "random_inputs", "run_graph"]
 
 
 def graph_specs(model: GenerativeModel, schema: Schema) -> dict[str, GraphSpec]:
@@ -36,13 +46,15 @@ def graph_specs(model: GenerativeModel, schema: Schema) -> dict[str, GraphSpec]:
         shapes: dict[str, tuple[int | None, ...]] = {
             ROWS: (None, width),
             LOG_DENSITY: (None,),
+            ANOMALY_SCORE: (None,),
             CLASS_LOG_DENSITY: (None, n_classes),
             POSTERIOR: (None, n_classes),
         }
         return shapes[output]
 
     def outputs(graph: str) -> tuple[TensorSpec, ...]:
-        return tuple(TensorSpec(name, "float32", shape(name), "output") for name in GRAPH_OUTPUTS[graph])
+        names = [n for n in GRAPH_OUTPUTS[graph] if n != ANOMALY_SCORE or model.anomaly is not None]
+        return tuple(TensorSpec(name, "float32", shape(name), "output") for name in names)
 
     guidance = TensorSpec("guidance", "float32", (None,), "guidance")
     inputs = {
@@ -64,7 +76,8 @@ def run_graph(model: GenerativeModel, graph: str, inputs: tuple[Tensor, ...]) ->
     if graph == "sample_guided":  # only conditional models guide
         return (model.sample_guided(list(inputs[:-2]), inputs[-2], inputs[-1]),)
     if graph == "log_prob":
-        return model.density(inputs[0], list(inputs[1:]))
+        scores = model.density(inputs[0], list(inputs[1:]))
+        return scores if model.anomaly is None else (*scores, model.anomaly(inputs[0], scores[0]))
     rows = inputs[0]
     label = inputs[1] if conditional else torch.zeros(rows.shape[0], dtype=torch.long)
     return (model.encode(rows, label, list(inputs[2:] if conditional else inputs[1:])),)
@@ -88,24 +101,40 @@ def random_inputs(
     """Fresh inputs: noise from its distribution, random classes, rows drawn from the model itself (valid codes)."""
     out = []
     for t in spec.inputs:
-        shape = (batch, *t.row_shape)
         if t.role == "noise":
-            if t.distribution == "normal":
-                out.append(torch.randn(shape, generator=generator))
-            else:
-                out.append(torch.rand(shape, generator=generator).clamp(2.0**-24, 1 - 2.0**-24))
+            out.append(_noise((batch, *t.row_shape), t.distribution, generator))
         elif t.role == "label":
             out.append(torch.randint(0, model.n_classes, (batch,), generator=generator))
         elif t.role == "guidance":  # weights across the served range's usual part, [0, 4)
             out.append(4.0 * torch.rand((batch,), generator=generator))
         else:
             labels = torch.randint(0, model.n_classes, (batch,), generator=generator)
-            noise = [
-                torch.randn((batch, *n.row_shape), generator=generator)
-                if n.distribution == "normal"
-                else torch.rand((batch, *n.row_shape), generator=generator).clamp(2.0**-24, 1 - 2.0**-24)
-                for n in model.noise_inputs("sample")
-            ]
+            noise = [_noise((batch, *n.row_shape), n.distribution, generator) for n in model.noise_inputs("sample")]
             with torch.no_grad():
                 out.append(model.sample(noise, labels))
     return tuple(out)
+
+
+def eager_log_density(model: GenerativeModel, rows: np.ndarray, seed: int, chunk_rows: int = 4096) -> np.ndarray:
+    """log p(x) [N] of float32 rows [N, D] (graph units) from the eager model, its scoring noise drawn from `seed`."""
+    model.eval()
+    device = model.log_priors.device
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), chunk_rows):
+            chunk = torch.from_numpy(np.ascontiguousarray(rows[start : start + chunk_rows], dtype=np.float32))
+            noise = [
+                _noise((len(chunk), *n.row_shape), n.distribution, generator).to(device)
+                for n in model.noise_inputs("log_prob")
+            ]
+            log_prob, _, _ = model.density(chunk.to(device), noise)
+            out.append(log_prob.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def _noise(shape: tuple[int, ...], distribution: str | None, generator: torch.Generator) -> Tensor:
+    """Standard normal, or uniform kept inside (0, 1) as the contract's noise is."""
+    if distribution == "normal":
+        return torch.randn(shape, generator=generator)
+    return torch.rand(shape, generator=generator).clamp(2.0**-24, 1 - 2.0**-24)

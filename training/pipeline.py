@@ -23,13 +23,14 @@ import torch.distributed as dist
 import synthserve
 from synthserve.contract import Manifest
 from synthserve.contract.manifest import MANIFEST_FILE
+from training.anomaly import fit_anomaly_score
 from training.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from training.data import Prepared, prepare_data
 from training.evaluate import evaluate_prepared
 from training.export import export_graphs
 from training.exported import ExportedModel
 from training.gate import QualityGateError
-from training.graphs import graph_specs
+from training.graphs import eager_log_density, graph_specs
 from training.models import GenerativeModel, model_class
 from training.publish import publish
 from training.train import TrainConfig, TrainResult, train_model
@@ -94,6 +95,14 @@ def train(request: TrainRequest) -> Trained:
         return torch.from_numpy(prepared.rows[index]), torch.from_numpy(prepared.labels[index])
 
     result = train_model(model, part(split.train), part(split.validation), train_config)
+    if "log_prob" in model.capabilities():
+        model.anomaly = fit_anomaly_score(
+            lambda rows: eager_log_density(model, rows, request.seed),
+            schema,
+            prepared.rows[split.train],
+            prepared.rows[split.validation],
+            request.seed,
+        ).to(model.log_priors.device)
     return Trained(model, prepared, result, train_config)
 
 

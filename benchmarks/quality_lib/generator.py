@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from synthserve.contract import (
+    ANOMALY_SCORE,
     LOG_DENSITY,
     PLAIN_SAMPLING,
     POSTERIOR,
@@ -196,6 +197,10 @@ class OnnxModel:
     def log_prob(self, x: np.ndarray) -> np.ndarray:
         """log p(x) per row of `x` (benchmark order, original units); noise drawn with the server's seed 0."""
         return self._score(x, LOG_DENSITY)
+
+    def anomaly_score(self, x: np.ndarray) -> np.ndarray | None:
+        """The served anomaly score per row of `x` (higher = more anomalous), None when the graph has none."""
+        return self._score(x, ANOMALY_SCORE) if self.has_output("log_prob", ANOMALY_SCORE) else None
 
     def posterior(self, x: np.ndarray, label: str) -> np.ndarray:
         """p(label | x) per row of `x`, from the log_prob graph's `posterior` output (conditional models)."""

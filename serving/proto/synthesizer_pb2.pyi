@@ -29,6 +29,12 @@ class BalanceStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BALANCE_STRATEGY_MATCH_MAJORITY: _ClassVar[BalanceStrategy]
     BALANCE_STRATEGY_TARGET_RATIO: _ClassVar[BalanceStrategy]
     BALANCE_STRATEGY_EXPLICIT_COUNTS: _ClassVar[BalanceStrategy]
+
+class AnomalyScoreKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANOMALY_SCORE_KIND_UNSPECIFIED: _ClassVar[AnomalyScoreKind]
+    ANOMALY_SCORE_KIND_LOG_DENSITY: _ClassVar[AnomalyScoreKind]
+    ANOMALY_SCORE_KIND_ANOMALY_SCORE: _ClassVar[AnomalyScoreKind]
 VALUE_TYPE_UNSPECIFIED: ValueType
 VALUE_TYPE_FLOAT32: ValueType
 VALUE_TYPE_FLOAT64: ValueType
@@ -42,6 +48,9 @@ BALANCE_STRATEGY_UNSPECIFIED: BalanceStrategy
 BALANCE_STRATEGY_MATCH_MAJORITY: BalanceStrategy
 BALANCE_STRATEGY_TARGET_RATIO: BalanceStrategy
 BALANCE_STRATEGY_EXPLICIT_COUNTS: BalanceStrategy
+ANOMALY_SCORE_KIND_UNSPECIFIED: AnomalyScoreKind
+ANOMALY_SCORE_KIND_LOG_DENSITY: AnomalyScoreKind
+ANOMALY_SCORE_KIND_ANOMALY_SCORE: AnomalyScoreKind
 
 class Column(_message.Message):
     __slots__ = ("name", "value_type", "values")
@@ -114,14 +123,16 @@ class Schema(_message.Message):
     def __init__(self, columns: _Optional[_Iterable[_Union[ColumnSpec, _Mapping]]] = ..., label: _Optional[_Union[LabelSpec, _Mapping]] = ..., image_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Calibration(_message.Message):
-    __slots__ = ("fpr", "log_prob_quantiles", "num_heldout")
+    __slots__ = ("fpr", "log_prob_quantiles", "num_heldout", "anomaly_score_quantiles")
     FPR_FIELD_NUMBER: _ClassVar[int]
     LOG_PROB_QUANTILES_FIELD_NUMBER: _ClassVar[int]
     NUM_HELDOUT_FIELD_NUMBER: _ClassVar[int]
+    ANOMALY_SCORE_QUANTILES_FIELD_NUMBER: _ClassVar[int]
     fpr: _containers.RepeatedScalarFieldContainer[float]
     log_prob_quantiles: _containers.RepeatedScalarFieldContainer[float]
     num_heldout: int
-    def __init__(self, fpr: _Optional[_Iterable[float]] = ..., log_prob_quantiles: _Optional[_Iterable[float]] = ..., num_heldout: _Optional[int] = ...) -> None: ...
+    anomaly_score_quantiles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, fpr: _Optional[_Iterable[float]] = ..., log_prob_quantiles: _Optional[_Iterable[float]] = ..., num_heldout: _Optional[int] = ..., anomaly_score_quantiles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "versions", "family", "schema", "capabilities", "calibration", "metrics", "created_at", "latent_dim")
@@ -357,7 +368,7 @@ class ScoreDensityRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., rows: _Optional[_Union[Table, _Mapping]] = ..., include_class_log_density: _Optional[bool] = ..., include_posteriors: _Optional[bool] = ..., fpr: _Optional[float] = ..., seed: _Optional[int] = ..., start_row: _Optional[int] = ...) -> None: ...
 
 class ScoreDensityResponse(_message.Message):
-    __slots__ = ("version", "num_rows", "num_classes", "log_density", "class_log_density", "posteriors", "is_anomaly", "threshold")
+    __slots__ = ("version", "num_rows", "num_classes", "log_density", "class_log_density", "posteriors", "is_anomaly", "threshold", "anomaly_score", "threshold_score")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +377,8 @@ class ScoreDensityResponse(_message.Message):
     POSTERIORS_FIELD_NUMBER: _ClassVar[int]
     IS_ANOMALY_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ANOMALY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_SCORE_FIELD_NUMBER: _ClassVar[int]
     version: int
     num_rows: int
     num_classes: int
@@ -374,7 +387,9 @@ class ScoreDensityResponse(_message.Message):
     posteriors: bytes
     is_anomaly: bytes
     threshold: float
-    def __init__(self, version: _Optional[int] = ..., num_rows: _Optional[int] = ..., num_classes: _Optional[int] = ..., log_density: _Optional[bytes] = ..., class_log_density: _Optional[bytes] = ..., posteriors: _Optional[bytes] = ..., is_anomaly: _Optional[bytes] = ..., threshold: _Optional[float] = ...) -> None: ...
+    anomaly_score: bytes
+    threshold_score: AnomalyScoreKind
+    def __init__(self, version: _Optional[int] = ..., num_rows: _Optional[int] = ..., num_classes: _Optional[int] = ..., log_density: _Optional[bytes] = ..., class_log_density: _Optional[bytes] = ..., posteriors: _Optional[bytes] = ..., is_anomaly: _Optional[bytes] = ..., threshold: _Optional[float] = ..., anomaly_score: _Optional[bytes] = ..., threshold_score: _Optional[_Union[AnomalyScoreKind, str]] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("model", "version", "rows", "seed", "start_row")

@@ -26,12 +26,14 @@ from synthserve.contract.files import (
     version_number,
 )
 from synthserve.contract.graphs import (
+    ANOMALY_SCORE,
     CLASS_LOG_DENSITY,
     GRAPH_OUTPUTS,
     LATENT,
     LOG_DENSITY,
     POSTERIOR,
     ROWS,
+    AnomalyThreshold,
     Scores,
     anomaly_threshold,
     named_outputs,
@@ -88,6 +90,7 @@ from synthserve.contract.values import (
 )
 
 __all__ = [
+    "ANOMALY_SCORE",
     "BALANCE_SAMPLING",
     "BALANCE_STRATEGIES",
     "CLASS_LOG_DENSITY",
@@ -105,6 +108,7 @@ __all__ = [
     "POSTERIOR",
     "ROWS",
     "SCORING_STREAM_OFFSET",
+    "AnomalyThreshold",
     "Calibration",
     "CandidateSearch",
     "Column",

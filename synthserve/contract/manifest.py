@@ -140,28 +140,42 @@ class GraphSpec:
         """The name of the (first) input with `role` (label, rows, ...), None when the graph has none."""
         return self._names_by_role.get(role)
 
+    def has_output(self, name: str) -> bool:
+        return any(t.name == name for t in self.outputs)
+
 
 @dataclass(frozen=True)
 class Calibration:
-    """Held-out log-density quantiles: a fraction `fpr[i]` of held-out rows has log p below `log_prob_quantiles[i]`."""
+    """Held-out quantiles: a fraction `fpr[i]` of held-out rows has log p below `log_prob_quantiles[i]` and, for
+    models whose log_prob graph serves an anomaly score, a score above `anomaly_score_quantiles[i]`."""
 
     fpr: tuple[float, ...]
     log_prob_quantiles: tuple[float, ...]
     n_heldout: int
+    anomaly_score_quantiles: tuple[float, ...] | None = None
 
     def threshold(self, fpr: float) -> float:
         """The log-density below which a row is flagged at false-positive rate `fpr`.
 
         Interpolates linearly in log(fpr) between stored points; `fpr` must lie within them.
         """
+        return self._interpolate(fpr, self.log_prob_quantiles)
+
+    def anomaly_score_threshold(self, fpr: float) -> float:
+        """The anomaly score above which a row is flagged at false-positive rate `fpr` (interpolated as above)."""
+        if self.anomaly_score_quantiles is None:
+            raise ValueError("this calibration has no anomaly-score quantiles")
+        return self._interpolate(fpr, self.anomaly_score_quantiles)
+
+    def _interpolate(self, fpr: float, values: tuple[float, ...]) -> float:
         lo, hi = self.fpr[0], self.fpr[-1]
         if not lo <= fpr <= hi:
             raise ValueError(f"fpr must be within [{lo}, {hi}] (the calibrated range), got {fpr}")
         i = bisect.bisect_left(self.fpr, fpr)
         if self.fpr[i] == fpr:
-            return self.log_prob_quantiles[i]
+            return values[i]
         x0, x1 = math.log(self.fpr[i - 1]), math.log(self.fpr[i])
-        y0, y1 = self.log_prob_quantiles[i - 1], self.log_prob_quantiles[i]
+        y0, y1 = values[i - 1], values[i]
         return y0 + (y1 - y0) * (math.log(fpr) - x0) / (x1 - x0)
 
 

@@ -168,7 +168,16 @@ def _parse_manifest(data: Any) -> Manifest:
             raise ManifestError(
                 "calibration: fpr must be increasing within (0, 1) and as long as log_prob_quantiles (>= 2)"
             )
-        calibration = Calibration(fpr, quantiles, int(_require(craw, "n_heldout", int, "calibration.")))
+        anomaly = None
+        if craw.get("anomaly_score_quantiles") is not None:
+            anomaly = tuple(
+                _number(v, "calibration.anomaly_score_quantiles[]")
+                for v in _require(craw, "anomaly_score_quantiles", list, "calibration.")
+            )
+            if len(anomaly) != len(fpr):
+                raise ManifestError("calibration: anomaly_score_quantiles must be as long as fpr")
+        n_heldout = int(_require(craw, "n_heldout", int, "calibration."))
+        calibration = Calibration(fpr, quantiles, n_heldout, anomaly)
     version = _require(data, "version", int, "")
     if version < 1:
         raise ManifestError(f"version must be a positive integer, got {version}")

@@ -104,6 +104,7 @@ def test_unknown_format_version_is_refused(tmp_path: Path) -> None:
         (lambda d: d["schema"]["columns"][0].update(step="5"), r"columns\[0\]\.step must be an integer"),
         (lambda d: d["schema"]["columns"][0].update(step=5), r"columns\[0\]\.step 5: a grid needs"),
         (lambda d: d["calibration"].update(fpr=[0.1, 0.01, 0.001]), "increasing"),
+        (lambda d: d["calibration"].update(anomaly_score_quantiles=[1.0]), "anomaly_score_quantiles must be as long"),
     ],
 )
 def test_malformed_manifests_name_the_field(tmp_path: Path, edit: Any, message: str) -> None:

@@ -93,6 +93,7 @@ def test_score_and_encode_accept_the_frames_sample_returns(client: SynthClient) 
     np.testing.assert_allclose(scores["log_density"], log_p, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(scores[["posterior_neg", "posterior_pos"]], posterior, atol=1e-5)
     assert scores["is_anomaly"].dtype == bool and scores.attrs["threshold"] == pytest.approx(-6.0)
+    assert scores.attrs["threshold_score"] == "log_density"  # the fixture's graph has no anomaly score
     latent = client.encode("gauss", frame, version=1)
     assert latent.shape == (200, 2) and latent.dtype == np.float32
 

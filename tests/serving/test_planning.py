@@ -12,7 +12,15 @@ from serving.config import LimitsConfig, RuntimeConfig
 from serving.errors import InvalidArgument
 from serving.planning import Planner, RowPlan
 from serving.registry import LoadedModel, load_version
-from synthserve.contract import BALANCE_SAMPLING, LabelRuns, RequestError, SamplingOptions, UnsupportedRequest
+from synthserve.contract import (
+    BALANCE_SAMPLING,
+    LOG_DENSITY,
+    AnomalyThreshold,
+    LabelRuns,
+    RequestError,
+    SamplingOptions,
+    UnsupportedRequest,
+)
 
 LIMITS = LimitsConfig(max_rows_per_request=1_000, max_rows_per_stream=10_000, max_message_bytes=64 * 1024)
 PLANNER = Planner(LIMITS, max_batch_rows=512)
@@ -124,7 +132,12 @@ def test_scoring_checks_the_model_before_reading_the_table(gauss: LoadedModel, g
         PLANNER.score(gauss, read, seed=0, start_row=0, fpr=0.5)
     assert reads == []
     plan = PLANNER.score(gauss, read, seed=5, start_row=8, fpr=0.01)
-    assert (plan.graph, plan.seed, plan.start_row, plan.threshold) == ("log_prob", 5, 8, -6.0)
+    assert (plan.graph, plan.seed, plan.start_row, plan.threshold) == (
+        "log_prob",
+        5,
+        8,
+        AnomalyThreshold(LOG_DENSITY, -6.0),
+    )
     assert plan.held_bytes == score_bytes(gauss.manifest.schema, 4, 1 + 2 * 2)
     encoded = PLANNER.encode(gauss, read, seed=0, start_row=0)
     assert encoded.labels is not None and reads[-1] == (1_000, True)  # the encoder takes labels

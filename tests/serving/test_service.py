@@ -186,6 +186,8 @@ def test_score_density_matches_the_gaussian_density_and_flags_at_the_calibrated_
     )
     np.testing.assert_allclose(np.frombuffer(response.posteriors, "<f4").reshape(-1, 2), posterior, atol=1e-5)
     assert response.threshold == pytest.approx(-6.0)
+    # The fixture's graph has no anomaly score: the flag is on log p(x), as the response says.
+    assert response.threshold_score == pb.ANOMALY_SCORE_KIND_LOG_DENSITY and not response.anomaly_score
     np.testing.assert_array_equal(np.frombuffer(response.is_anomaly, np.uint8), served_log_p < -6.0)
     assert 0 < np.frombuffer(response.is_anomaly, np.uint8).sum() < 500
 

@@ -145,7 +145,19 @@ def test_balance_score_and_encode_follow_the_capabilities(stub: Stub, name: str)
         assert np.isfinite(log_p).all()
         np.testing.assert_allclose(log_p, np.logaddexp.reduce(cond + np.log(priors), axis=1), rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(posterior.sum(axis=1), 1.0, atol=1e-4)
-        assert len(response.is_anomaly) == 64
+        # Shipped density models serve the anomaly score and flag by it, at its calibrated threshold.
+        served = np.frombuffer(response.anomaly_score, "<f4")
+        assert response.threshold_score == pb.ANOMALY_SCORE_KIND_ANOMALY_SCORE and len(served) == 64
+        assert response.threshold == pytest.approx(manifest.calibration.anomaly_score_threshold(score.fpr))
+        flags = np.frombuffer(response.is_anomaly, np.uint8).astype(bool)
+        np.testing.assert_array_equal(flags, ~(served <= response.threshold))
+        assert flags.mean() < 0.5  # the model's own rows are mostly normal
+        numeric = [i for i, c in enumerate(manifest.schema.columns) if c.kind != "categorical"]
+        far = rows.copy()
+        far[:, numeric] = far[:, numeric] + 1000.0 * (1.0 + np.abs(far[:, numeric]))  # far outside every column
+        score.rows.CopyFrom(_as_table(far, None, names))
+        assert np.frombuffer(stub.ScoreDensity(score).is_anomaly, np.uint8).all()
+        score.rows.CopyFrom(_as_table(rows, None, names))
         assert stub.ScoreDensity(score).log_density == response.log_density  # the scoring seed defaults to 0
     else:
         with pytest.raises(grpc.RpcError) as info:

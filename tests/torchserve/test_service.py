@@ -72,6 +72,7 @@ def test_score_response_with_anomaly_flags(services: dict[str, SynthService], ti
     calibration = load_manifest(tiny_store / COND.name / "1").calibration
     assert calibration is not None
     assert response["threshold"] == pytest.approx(calibration.threshold(0.02))
+    assert response["threshold_score"] == "log_density" and "anomaly_score" not in response  # a graph without one
     log_p, posterior = COND.expected_log_density(np.asarray(rows["x"]), np.asarray(rows["y"]))
     np.testing.assert_allclose(response["log_density"], log_p, rtol=1e-5)
     np.testing.assert_allclose(response["posterior"]["pos"], posterior[:, 1], atol=1e-5)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from synthserve.contract import Schema
+from training.anomaly import AnomalyScore
 from training.objectives import LikelihoodObjective, Objective
 from training.transform import FeatureCodec, TransformParams
 
@@ -88,6 +89,8 @@ class GenerativeModel(nn.Module):
         self.onehot_sizes = transform.onehot_sizes
         priors = schema.label.priors if schema.label is not None else (1.0,)
         self.register_buffer("log_priors", torch.log(torch.tensor(priors, dtype=torch.float32)))
+        # Set once trained (`training.anomaly.fit_anomaly_score`); the log_prob graph then also serves its score.
+        self.anomaly: AnomalyScore | None = None
 
     # --- what the export needs to know -------------------------------------------------------------
     def capabilities(self) -> tuple[str, ...]:
