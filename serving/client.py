@@ -21,6 +21,7 @@ from serving.client_requests import (
     set_feature_conditions,
     table_pieces,
 )
+from serving.client_scores import score_frame
 from serving.model_description import ColumnInfo, ModelDescription
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
@@ -249,9 +250,8 @@ class SynthClient:
         seed: int | None = None,
         class_log_density: bool = False,
     ) -> pd.DataFrame:
-        """log_density, log_density_<class> (when asked), posterior_<class>, anomaly_score (models that serve one)
-        and is_anomaly (with fpr), per row; with fpr, `attrs` holds the threshold and the score it is on
-        (`threshold_score`: "anomaly_score", flagged above, or "log_density", flagged below)."""
+        """Per row: log_density, log_density_<class> (when asked), posterior_<class>, anomaly_score (models that
+        serve one) and is_anomaly (with fpr); `serving.client_scores.score_frame` says what `attrs` holds."""
         description = self.describe(model, version)
         conditional = description.label is not None
         responses = [
@@ -271,29 +271,7 @@ class SynthClient:
             for start, table in table_pieces(description, df, self._request_bytes, with_labels=False)
         ]
 
-        def joined(field: str, dtype: str) -> np.ndarray:
-            return np.concatenate([np.frombuffer(getattr(r, field), dtype=dtype) for r in responses])
-
-        result = pd.DataFrame({"log_density": joined("log_density", "<f4")}, index=df.index)
-        n_classes = responses[0].num_classes
-        if responses[0].class_log_density:
-            values = joined("class_log_density", "<f4").reshape(-1, n_classes)
-            for index, label in enumerate(description.classes):
-                result[f"log_density_{label}"] = values[:, index]
-        if responses[0].posteriors:
-            values = joined("posteriors", "<f4").reshape(-1, n_classes)
-            for index, label in enumerate(description.classes):
-                result[f"posterior_{label}"] = values[:, index]
-        if responses[0].anomaly_score:
-            result["anomaly_score"] = joined("anomaly_score", "<f4")
-        if fpr is not None:
-            result["is_anomaly"] = joined("is_anomaly", "u1").astype(bool)
-            result.attrs["threshold"] = responses[0].threshold
-            kind = responses[0].threshold_score
-            result.attrs["threshold_score"] = (
-                "anomaly_score" if kind == pb.ANOMALY_SCORE_KIND_ANOMALY_SCORE else "log_density"
-            )
-        return result
+        return score_frame(responses, description.classes, df.index, fpr)
 
     def encode(
         self, model: str, df: pd.DataFrame, *, version: int | None = None, seed: int | None = None
