@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from synthserve.contract import Calibration, Schema
+from synthserve.contract import Calibration, Schema, Scores
 from training.data import Prepared
 from training.exported import ExportedModel
 from training.features import EVALUATION_SEED, design_matrix, served_rows
@@ -55,19 +55,18 @@ class Evaluation:
     files: tuple[str, ...]  # report and plot files written
 
 
-def calibrate(model: ExportedModel, rows: np.ndarray) -> tuple[Calibration, np.ndarray]:
-    """Held-out quantiles at CALIBRATION_FPR of log p(x) (lower tail) and of the anomaly score where the graph
-    serves one (upper tail), scored with seed 0 exactly as the server scores."""
-    log_prob, _, _ = model.log_prob(rows, seed=0)
-    quantiles = np.quantile(log_prob.astype(np.float64), CALIBRATION_FPR)
-    anomaly = model.anomaly_score(rows, seed=0)
+def calibrate(scores: Scores) -> Calibration:
+    """Quantiles at CALIBRATION_FPR of the held-out rows' log p(x) (lower tail) and of their anomaly score where
+    the graph serves one (upper tail); `scores` come from the log_prob graph with seed 0, as the server scores."""
+    quantiles = np.quantile(scores.log_density.astype(np.float64), CALIBRATION_FPR)
+    anomaly = scores.anomaly_score
     upper = None
     if anomaly is not None:
         # NaN and inf rows count as the most anomalous, at a finite score that JSON can hold.
         big = float(np.finfo(np.float32).max)
         values = np.nan_to_num(anomaly.astype(np.float64), nan=big, posinf=big, neginf=-big)
         upper = tuple(float(q) for q in np.quantile(values, 1.0 - np.asarray(CALIBRATION_FPR)))
-    return Calibration(CALIBRATION_FPR, tuple(float(q) for q in quantiles), len(rows), upper), log_prob
+    return Calibration(CALIBRATION_FPR, tuple(float(q) for q in quantiles), len(scores.log_density), upper)
 
 
 def sample_metrics(
@@ -127,11 +126,11 @@ def evaluate_version(
     )
     calibration = None
     if "log_prob" in model.manifest.graphs:
-        calibration, log_prob = calibrate(model, heldout_rows)
-        _, _, posterior = model.log_prob(heldout_rows, seed=0)
-        metrics["heldout_nll"] = float(-log_prob.astype(np.float64).mean())
+        scores = model.scores(heldout_rows, seed=0)
+        calibration = calibrate(scores)
+        metrics["heldout_nll"] = float(-scores.log_density.astype(np.float64).mean())
         if schema.label is not None:
-            metrics["generative_accuracy"] = float((posterior.argmax(1) == heldout_labels).mean())
+            metrics["generative_accuracy"] = float((scores.posteriors.argmax(1) == heldout_labels).mean())
     diff = np.abs(correlation(heldout_rows) - correlation(synthetic))
     metrics["mean_correlation_difference"] = (
         float(diff[np.triu_indices(schema.width, 1)].mean()) if schema.width > 1 else 0.0

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthserve.contract import (
-    ANOMALY_SCORE,
-    GraphSpec,
-    Manifest,
-    SamplingOptions,
-    load_manifest,
-    named_outputs,
-    noise_feeds,
-)
+from synthserve.contract import GraphSpec, Manifest, SamplingOptions, Scores, load_manifest, noise_feeds
 from synthserve.contract.sessions import open_session
 
 __all__ = ["CHUNK_ROWS", "ExportedModel", "feeds_for"]
@@ -93,17 +85,15 @@ class ExportedModel:
         graph = SamplingOptions(guidance=guidance).graph
         return self._run(graph, len(label), seed, None, label, guidance)[0]
 
+    def scores(self, rows: np.ndarray, seed: int = 0) -> Scores:
+        """Everything the log_prob graph says about `rows` (the anomaly score too, where it serves one), from one
+        run; seed 0 as the server scores."""
+        return Scores.from_outputs(self.manifest.graphs["log_prob"], self._run("log_prob", len(rows), seed, rows, None))
+
     def log_prob(self, rows: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log p(x) [N], log p(x|c) [N, C], p(c|x) [N, C]); seed 0 as the server scores."""
-        log_prob, cond, posterior = self._run("log_prob", len(rows), seed, rows, None)[:3]
-        return log_prob, cond, posterior
-
-    def anomaly_score(self, rows: np.ndarray, seed: int = 0) -> np.ndarray | None:
-        """The served anomaly score [N] (higher = more anomalous), None for graphs without one."""
-        spec = self.manifest.graphs["log_prob"]
-        if not spec.has_output(ANOMALY_SCORE):
-            return None
-        return named_outputs(spec, self._run("log_prob", len(rows), seed, rows, None))[ANOMALY_SCORE]
+        scores = self.scores(rows, seed)
+        return scores.log_density, scores.class_log_density, scores.posteriors
 
     def encode(self, rows: np.ndarray, label: np.ndarray, seed: int = 0) -> np.ndarray:
         return self._run("encode", len(rows), seed, rows, label)[0]

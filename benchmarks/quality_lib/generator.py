@@ -20,13 +20,11 @@ import numpy as np
 import pandas as pd
 
 from synthserve.contract import (
-    ANOMALY_SCORE,
-    LOG_DENSITY,
     PLAIN_SAMPLING,
-    POSTERIOR,
     GraphSpec,
     Manifest,
     SamplingOptions,
+    Scores,
     class_index,
     load_manifest,
     model_versions,
@@ -171,10 +169,6 @@ class OnnxModel:
             self._sessions[graph] = open_session(self.version_dir / spec.file)
         return self._sessions[graph], spec
 
-    def has_output(self, graph: str, output: str) -> bool:
-        spec = self.manifest.graphs.get(graph)
-        return spec is not None and any(t.name == output for t in spec.outputs)
-
     def class_index(self, label: str) -> int:
         return class_index(self.manifest, label, "label")
 
@@ -194,24 +188,13 @@ class OnnxModel:
         session, spec = self._session(graph)
         return list(session.run([t.name for t in spec.outputs], feeds))
 
-    def log_prob(self, x: np.ndarray) -> np.ndarray:
-        """log p(x) per row of `x` (benchmark order, original units); noise drawn with the server's seed 0."""
-        return self._score(x, LOG_DENSITY)
-
-    def anomaly_score(self, x: np.ndarray) -> np.ndarray | None:
-        """The served anomaly score per row of `x` (higher = more anomalous), None when the graph has none."""
-        return self._score(x, ANOMALY_SCORE) if self.has_output("log_prob", ANOMALY_SCORE) else None
-
-    def posterior(self, x: np.ndarray, label: str) -> np.ndarray:
-        """p(label | x) per row of `x`, from the log_prob graph's `posterior` output (conditional models)."""
-        return self._score(x, POSTERIOR)[:, self.class_index(label)]
-
-    def _score(self, x: np.ndarray, output: str) -> np.ndarray:
-        session, spec = self._session("log_prob")
+    def scores(self, x: np.ndarray) -> Scores:
+        """All the log_prob graph's outputs for the rows of `x` (benchmark order, original units): log p(x),
+        posteriors and, where the graph serves one, the anomaly score; noise drawn with the server's seed 0."""
+        spec = self.manifest.graphs["log_prob"]
         feed = noise_feeds(spec, SCORING_SEED, 0, len(x))
         feed["rows"] = self._encode(x).astype(np.float32)
-        (values,) = session.run([output], feed)
-        return np.asarray(values, dtype=np.float64)
+        return Scores.from_outputs(spec, self._run("log_prob", feed))
 
     def _decode(self, rows: np.ndarray) -> np.ndarray:
         """Graph rows (codes for categorical columns) -> values, reordered to the benchmark's columns."""

@@ -31,7 +31,7 @@ from benchmarks.quality_lib.generator import (
     write_training_csv,
 )
 from benchmarks.quality_lib.metrics import anomaly_auroc, c2st_auc, dcr_ratio, utility_scores
-from synthserve.contract import SamplingOptions
+from synthserve.contract import SamplingOptions, has_class_posterior
 
 __all__ = ["RECORD_FIELDS", "FoldTask", "RunConfig", "run_fold", "run_tasks", "sampling_method"]
 
@@ -112,7 +112,7 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
     # Oversampling: new minority rows until the classes are balanced, from sample.onnx (and, for best-of-k,
     # log_prob.onnx) under each sampling option, exactly as the server draws them.
     n_new = fold.n_majority - fold.n_minority
-    scorable = model.has_output("log_prob", "posterior")
+    scorable = has_class_posterior(model.manifest.graphs)
     for options in config.sampling:
         if options.best_of > 1 and not scorable:
             continue  # no posterior to choose by (GAN): plain sampling is measured under the family's name
@@ -138,16 +138,14 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
         write_training_csv(csv, fold.x_train[normal], None, fold.integer_columns)
         trained = train_model(csv, f"{family.family}-majority", work / "store", family, conditional=False)
         density = OnnxModel(trained.version_dir)
-        log_p = density.log_prob(fold.x_test)
-        served = density.anomaly_score(fold.x_test)  # what ScoreDensity flags by; None on graphs without one
+        scores = density.scores(fold.x_test)
+        # What ScoreDensity flags by: the anomaly score, or -log p(x) on graphs without one.
+        served = -scores.log_density if scores.anomaly_score is None else scores.anomaly_score
         records += _cost_records(fold, family.method, "anomaly_train", trained, density.manifest.metrics)
-        if served is None:
-            records.append(_record(fold, family.method, "anomaly_auroc", anomaly_auroc(fold.y_test, -log_p)))
-        else:
-            records.append(_record(fold, family.method, "anomaly_auroc", anomaly_auroc(fold.y_test, served)))
-            records.append(
-                _record(fold, DENSITY_ONLY.format(family.method), "anomaly_auroc", anomaly_auroc(fold.y_test, -log_p))
-            )
+        records.append(_record(fold, family.method, "anomaly_auroc", anomaly_auroc(fold.y_test, served)))
+        if scores.anomaly_score is not None:
+            density_only = anomaly_auroc(fold.y_test, -scores.log_density)
+            records.append(_record(fold, DENSITY_ONLY.format(family.method), "anomaly_auroc", density_only))
     return records
 
 

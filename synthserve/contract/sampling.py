@@ -115,7 +115,7 @@ def sample_feeds(
 def has_class_posterior(graphs: Mapping[str, GraphSpec]) -> bool:
     """Whether the graphs can rank best-of-k candidates: a `log_prob` graph with a `posterior` output."""
     scoring = graphs.get("log_prob")
-    return scoring is not None and any(t.name == POSTERIOR for t in scoring.outputs)
+    return scoring is not None and scoring.has_output(POSTERIOR)
 
 
 def selects_by_posterior(manifest: Manifest) -> bool:

@@ -172,7 +172,7 @@ def _tensor(name: str, dtype: str, shape: tuple[int | None, ...], role: str, dis
 def _fake_model(version_dir: Path) -> None:
     """Graph columns (x1, x0, x2); x0 categorical with labels 10/20/30.
     sample: rows = [z0 + 100 * label, label (a code), z1]; log_prob: sum(rows) + e; posterior of class 1:
-    sigmoid(rows[:, 0])."""
+    sigmoid(rows[:, 0]); log_prob_cond = log posterior + log_prob - log prior, as Bayes' rule has it."""
     f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     sample = helper.make_graph(
         [
@@ -197,14 +197,19 @@ def _fake_model(version_dir: Path) -> None:
             helper.make_node("Sigmoid", ["col0"], ["p1"]),
             helper.make_node("Sub", ["unit", "p1"], ["p0"]),
             helper.make_node("Concat", ["p0", "p1"], ["posterior"], axis=1),
+            helper.make_node("Log", ["posterior"], ["log_posterior"]),
+            helper.make_node("Add", ["log_posterior", "lp2"], ["log_joint"]),
+            helper.make_node("Sub", ["log_joint", "log_priors"], ["log_prob_cond"]),
         ],
         "log_prob",
         [helper.make_tensor_value_info("rows", f32, [None, 3]), helper.make_tensor_value_info("e", f32, [None, 1])],
         [
             helper.make_tensor_value_info("log_prob", f32, [None]),
+            helper.make_tensor_value_info("log_prob_cond", f32, [None, 2]),
             helper.make_tensor_value_info("posterior", f32, [None, 2]),
         ],
         [
+            helper.make_tensor("log_priors", f32, [2], np.log([0.9, 0.1]).tolist()),
             helper.make_tensor("one", i64, [1], [1]),
             helper.make_tensor("first", i64, [1], [0]),
             helper.make_tensor("unit", f32, [], [1.0]),
@@ -237,6 +242,7 @@ def _fake_model(version_dir: Path) -> None:
                 (_tensor("rows", "float32", (None, 3), "rows"), _tensor("e", "float32", (None, 1), "noise", "normal")),
                 (
                     _tensor("log_prob", "float32", (None,), "output"),
+                    _tensor("log_prob_cond", "float32", (None, 2), "output"),
                     _tensor("posterior", "float32", (None, 2), "output"),
                 ),
             ),
@@ -276,7 +282,7 @@ def test_adapter_scores_with_graph_codes_and_seed_zero_noise(tmp_path: Path) -> 
     x = np.array([[30.0, 1.0, 2.0], [24.0, -1.0, 0.5]])  # x0 = 24 is unseen: nearest category 20, code 1
     e = draw_noise(0, stream=0, start_row=0, n_rows=2, row_shape=(1,), distribution="normal")[:, 0]
     np.testing.assert_allclose(
-        OnnxModel(tmp_path / "1").log_prob(x), np.array([2.0 + 1.0 + 2.0, 1.0 - 1.0 + 0.5]) + e, rtol=1e-6
+        OnnxModel(tmp_path / "1").scores(x).log_density, np.array([2.0 + 1.0 + 2.0, 1.0 - 1.0 + 0.5]) + e, rtol=1e-6
     )
 
 
@@ -284,8 +290,10 @@ def test_adapter_reads_the_posterior_of_the_named_class(tmp_path: Path) -> None:
     _fake_model(tmp_path / "1")
     x = np.array([[10.0, 0.0, 0.0], [10.0, 2.0, 0.0]])  # benchmark column x1 is graph column 0
     model = OnnxModel(tmp_path / "1")
-    np.testing.assert_allclose(model.posterior(x, "minority"), 1 / (1 + np.exp([-0.0, -2.0])), rtol=1e-6)
-    np.testing.assert_allclose(model.posterior(x, "majority"), 1 / (1 + np.exp([0.0, 2.0])), rtol=1e-6)
+    posteriors = model.scores(x).posteriors
+    minority, majority = posteriors[:, model.class_index("minority")], posteriors[:, model.class_index("majority")]
+    np.testing.assert_allclose(minority, 1 / (1 + np.exp([-0.0, -2.0])), rtol=1e-6)
+    np.testing.assert_allclose(majority, 1 / (1 + np.exp([0.0, 2.0])), rtol=1e-6)
 
 
 def test_training_csv_keeps_codes_as_integers(tmp_path: Path) -> None:

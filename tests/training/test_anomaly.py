@@ -145,7 +145,7 @@ def test_the_published_log_prob_graph_serves_the_calibrated_score(trained_store:
     far = rows[:1].copy()
     numeric = [i for i, c in enumerate(manifest.schema.columns) if c.kind == "continuous"]
     far[0, numeric] = far[0, numeric] * 50 + 1e4
-    served = exported.anomaly_score(np.vstack([rows, far]))
+    served = exported.scores(np.vstack([rows, far])).anomaly_score
     assert served is not None
     model = load_checkpoint(version / CHECKPOINT_FILE)
     spec = manifest.graphs["log_prob"]
