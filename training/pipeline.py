@@ -55,6 +55,9 @@ class TrainRequest:
     onnx_exporter: str = "dynamo"  # training.export.ONNX_EXPORTERS
     plots: bool = True  # the report's PNG plots (report.json is always written)
     accept_weak: bool = False  # publish a model the quality gate refuses (training.gate); the verdict stays in metrics
+    # The anomaly score (training/anomaly.py) holds up to 4,096 training rows inside log_prob; False leaves it out,
+    # so no training row is in the files and ScoreDensity flags on log p(x).
+    anomaly_score: bool = True
     family_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of the family's defaults
     train_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of TrainConfig fields
 
@@ -95,7 +98,7 @@ def train(request: TrainRequest) -> Trained:
         return torch.from_numpy(prepared.rows[index]), torch.from_numpy(prepared.labels[index])
 
     result = train_model(model, part(split.train), part(split.validation), train_config)
-    if "log_prob" in model.capabilities():
+    if request.anomaly_score and "log_prob" in model.capabilities():
         model.anomaly = fit_anomaly_score(
             lambda rows: eager_log_density(model, rows, request.seed),
             schema,

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthserve.contract import ANOMALY_SCORE, Column, Schema, load_manifest, noise_feeds
+from synthserve.contract import (
+    ANOMALY_SCORE,
+    LOG_DENSITY,
+    Column,
+    Schema,
+    anomaly_threshold,
+    load_manifest,
+    noise_feeds,
+)
 from training.anomaly import (
     ANOMALY_NEIGHBORS,
     MAX_REFERENCE_ROWS,
@@ -18,6 +26,7 @@ from training.anomaly import (
     fit_anomaly_score,
 )
 from training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from training.cli import main as cli_main
 from training.exported import ExportedModel
 from training.graphs import run_graph
 
@@ -155,3 +164,29 @@ def test_the_published_log_prob_graph_serves_the_calibrated_score(trained_store:
         eager = run_graph(model, "log_prob", tuple(inputs))[-1].numpy()
     np.testing.assert_allclose(served, eager, rtol=1e-3, atol=1e-3)
     assert served[-1] > calibration.anomaly_score_threshold(calibration.fpr[0])
+
+
+def test_no_anomaly_score_leaves_the_training_rows_out_of_the_files(
+    trained_store: Path, mixed_csv: Path, tmp_path: Path
+) -> None:
+    """`--no-anomaly-score`: log_prob has no score output, the manifest no score quantiles, flags fall back to
+    log p(x), and both graph files shrink by at least the reference rows the default version holds."""
+    argv = ["train", "--data", str(mixed_csv), "--model", "flow", "--name", "private", "--label", "outcome"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "2", "--threads", "1", "--no-progress", "--no-plots"]
+    assert cli_main([*argv, "--no-anomaly-score"]) == 0
+    private = tmp_path / "private" / "1"
+    manifest = load_manifest(private)
+    assert not manifest.graphs["log_prob"].has_output(ANOMALY_SCORE)
+    assert manifest.calibration is not None and manifest.calibration.anomaly_score_quantiles is None
+    assert anomaly_threshold(manifest, 0.05).score == LOG_DENSITY
+    assert (
+        ExportedModel(private).scores(ExportedModel(private).sample(np.zeros(5, dtype=np.int64), 0)).anomaly_score
+        is None
+    )
+    default = trained_store / "mixed-flow" / "1"
+    reference = load_checkpoint(default / CHECKPOINT_FILE).anomaly
+    assert reference is not None
+    reference_bytes = 4 * reference.params.reference.size
+    assert reference_bytes > 4 * 100  # the mixed table's training rows are in the default version
+    for graph in ("log_prob.onnx", "model.pt"):
+        assert (default / graph).stat().st_size - (private / graph).stat().st_size >= reference_bytes, graph
