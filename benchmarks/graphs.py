@@ -1,8 +1,11 @@
 """Graph benchmark: each exported ONNX graph alone on one ONNX Runtime thread, the ceiling under the server.
 
 For every model of `--model-store` and each of its graphs: rows/s at `--batch-rows` (noise and rows prepared
-beforehand, so only the session runs) and the latency of a one-row run. With `--baseline-store`, the same
-models of that store are timed in the same run, alternating with the first, and the speed-up is printed.
+beforehand, so only the session runs) and the latency of a one-row run. Models that select candidates also get
+a `balance` line: output rows/s of `Balance`'s rule (k candidates sampled, scored by log_prob and one kept, the
+server's default k unless `--best-of` says otherwise), and the latency of one output row. With
+`--baseline-store`, the same models of that store are timed in the same run, alternating with the first, and
+the speed-up is printed (`--baseline-best-of`: the baseline's k, e.g. an older default).
 Usage: python benchmarks/graphs.py [--model-store model_store] [--baseline-store DIR] [--models a,b]
 """
 
@@ -24,7 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthserve.contract import GraphSpec, Manifest, latest_versions, load_manifest, noise_feeds
+from synthserve.contract import (
+    BALANCE_SAMPLING,
+    GraphSpec,
+    Manifest,
+    SamplingOptions,
+    latest_versions,
+    load_manifest,
+    noise_feeds,
+    sample_rows,
+    selects_by_posterior,
+)
 from synthserve.contract.sessions import open_session
 
 
@@ -68,7 +81,24 @@ class GraphTimer:
         self.rows = self.sessions["sample"].run(None, _feeds(self.manifest, sample, np.empty(0), batch_rows))[0]
         self.batch_rows = batch_rows
 
-    def time(self, graph: str, min_s: float) -> Timing:
+    def graphs(self) -> list[str]:
+        """The graphs to time, and `balance` where the model selects candidates."""
+        return [*self.manifest.graphs, *(["balance"] if selects_by_posterior(self.manifest) else [])]
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self.sessions[graph].run([t.name for t in self.manifest.graphs[graph].outputs], feeds))
+
+    def time(self, graph: str, min_s: float, best_of: int = BALANCE_SAMPLING.best_of) -> Timing:
+        if graph == "balance":
+            options = SamplingOptions(BALANCE_SAMPLING.temperature, best_of)
+            labels = np.arange(self.batch_rows, dtype=np.int64) % self.manifest.schema.n_classes
+            graphs = self.manifest.graphs
+
+            def balance(n: int) -> object:
+                return sample_rows(graphs, self._run, 1, labels[:n], n, options)
+
+            per_batch = _seconds_per_run(lambda: balance(self.batch_rows), min_s)
+            return Timing(self.batch_rows / per_batch, 1e6 * _seconds_per_run(lambda: balance(1), min_s / 2))
         session, spec = self.sessions[graph], self.manifest.graphs[graph]
         big = _feeds(self.manifest, spec, self.rows, self.batch_rows)
         one = _feeds(self.manifest, spec, self.rows, 1)
@@ -84,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=None, help="comma-separated subset (default: every model in the store)")
     parser.add_argument("--batch-rows", type=int, default=2048)
     parser.add_argument("--min-s", type=float, default=0.5, help="seconds of runs per figure")
+    parser.add_argument("--best-of", type=int, default=BALANCE_SAMPLING.best_of, help="k of the balance line")
+    parser.add_argument("--baseline-best-of", type=int, default=None, help="the baseline's k (default: --best-of)")
     args = parser.parse_args(argv)
+    baseline_best_of = args.baseline_best_of or args.best_of
     versions = latest_versions(args.model_store)
     baselines = latest_versions(args.baseline_store) if args.baseline_store else {}
     names = args.models.split(",") if args.models else list(versions)
@@ -95,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         timer = GraphTimer(versions[name], args.batch_rows)
         baseline = GraphTimer(baselines[name], args.batch_rows) if args.baseline_store else None
-        for graph in timer.manifest.graphs:
-            now = timer.time(graph, args.min_s)
+        for graph in timer.graphs():
+            now = timer.time(graph, args.min_s, args.best_of)
             extra = ""
-            if baseline is not None:
+            if baseline is not None and graph in baseline.graphs():
                 # Before, between and after: a change in the machine's speed meets both stores alike.
-                before = baseline.time(graph, args.min_s)
-                again = timer.time(graph, args.min_s)
+                before = baseline.time(graph, args.min_s, baseline_best_of)
+                again = timer.time(graph, args.min_s, args.best_of)
                 now = Timing((now.rows_per_s + again.rows_per_s) / 2, (now.one_row_us + again.one_row_us) / 2)
                 speed_up = now.rows_per_s / before.rows_per_s
                 extra = f" {before.rows_per_s:>16,.0f} {before.one_row_us:>9.0f} {speed_up:>8.2f}x"

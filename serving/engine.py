@@ -25,7 +25,6 @@ from serving.config import BatcherConfig, LimitsConfig
 from serving.planning import Planner, RowPlan, ScorePlan
 from serving.registry import Registry
 from synthserve.contract import (
-    POSTERIOR,
     SCORING_STREAM_OFFSET,
     ConditionedRows,
     LabelRuns,
@@ -93,7 +92,7 @@ class Engine:
             scored = await self._run_rows(
                 ScorePlan(model, "log_prob", rows, None, plan.seed, first, 0), deadline, SCORING_STREAM_OFFSET, held
             )
-            rows = rows[best_candidates(named_outputs(scoring, scored)[POSTERIOR], labels, k)]
+            rows = rows[best_candidates(named_outputs(scoring, scored), labels, k)]
         return rows, labels
 
     async def rows(self, plan: RowPlan, deadline: float | None) -> tuple[np.ndarray, np.ndarray | None]:

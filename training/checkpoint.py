@@ -18,6 +18,7 @@ import torch
 from synthserve.contract import Column, LabelSpec, Schema
 from training.anomaly import AnomalyParams, AnomalyScore
 from training.models import GenerativeModel, model_class
+from training.neighbors import NeighborParams, Neighbors
 from training.transform import TransformParams
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint", "save_checkpoint"]
@@ -30,9 +31,10 @@ def save_checkpoint(model: GenerativeModel, path: Path) -> None:
     torch.save(
         {
             "family": model.family,
-            # The anomaly score's buffers are rebuilt from its parameters, kept apart (`anomaly`).
-            "state_dict": {k: v for k, v in model.state_dict().items() if not k.startswith("anomaly.")},
-            "anomaly": None if model.anomaly is None else model.anomaly.params.to_state(),
+            # The reference rows' buffers are rebuilt from their parameters, kept apart (`neighbors`).
+            "state_dict": {k: v for k, v in model.state_dict().items() if not k.startswith("neighbors.")},
+            "neighbors": None if model.neighbors is None else model.neighbors.params.to_state(),
+            "anomaly": None if model.anomaly is None else dataclasses.asdict(model.anomaly.params),
             "family_config": dataclasses.asdict(model.config),
             "transform": {
                 k: torch.as_tensor(v) if isinstance(v, np.ndarray) else list(v)
@@ -54,8 +56,10 @@ def load_checkpoint(path: Path) -> GenerativeModel:
         _transform(checkpoint["transform"]),
     )
     model.load_state_dict(checkpoint["state_dict"])
+    if checkpoint.get("neighbors") is not None:
+        model.neighbors = Neighbors(NeighborParams.from_state(checkpoint["neighbors"]))
     if checkpoint.get("anomaly") is not None:
-        model.anomaly = AnomalyScore(AnomalyParams.from_state(checkpoint["anomaly"]))
+        model.anomaly = AnomalyScore(AnomalyParams(**checkpoint["anomaly"]))
     return model.eval()
 
 

@@ -52,10 +52,10 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the report's PNG plots (report.json stays)")
     parser.add_argument(
-        "--no-anomaly-score",
+        "--no-reference-rows",
         action="store_true",
-        help="leave out the anomaly score, whose log_prob graph holds up to 4,096 training rows: no training row "
-        "is in the published files, and ScoreDensity flags anomalies on log p(x) alone",
+        help="keep no training rows in the log_prob graph (up to 4,096 by default): no anomaly score, so "
+        "ScoreDensity flags anomalies on log p(x) alone, and no class margin, so best-of-k ranks by the posterior",
     )
     parser.add_argument(
         "--accept-weak-model",
@@ -157,7 +157,7 @@ def _train(argv: list[str]) -> int:
         onnx_exporter=args.onnx_exporter,
         plots=not args.no_plots,
         accept_weak=args.accept_weak_model,
-        anomaly_score=not args.no_anomaly_score,
+        reference_rows=not args.no_reference_rows,
     )
     try:
         path = train_and_publish(request)

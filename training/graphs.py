@@ -1,9 +1,9 @@
 """The graphs a trained model exports: what each takes and returns, and the modules the exporters trace.
 
 Graph I/O follows docs/model_store.md: sample(noise..., label) -> rows; sample_guided(noise..., label, guidance)
--> rows (the sample graph's noise; guidance [B] the weight per row); log_prob(rows, noise...) ->
-(log_prob, log_prob_cond, posterior[, anomaly_score]); encode(rows, label, noise...) -> latent. The output names
-and their order are the contract's (`synthserve.contract.graphs.GRAPH_OUTPUTS`): serving reads outputs by those
+-> rows (the sample graph's noise; guidance [B] the weight per row); log_prob(rows, noise...) -> (log_prob,
+log_prob_cond, posterior[, anomaly_score][, class_margin]); encode(rows, label, noise...) -> latent. The output
+names and their order are the contract's (`synthserve.contract.graphs.GRAPH_OUTPUTS`): serving reads outputs by those
 names.
 """
 
@@ -17,12 +17,14 @@ from synthserve.contract import GraphSpec, Schema, TensorSpec
 from synthserve.contract.graphs import (
     ANOMALY_SCORE,
     CLASS_LOG_DENSITY,
+    CLASS_MARGIN,
     GRAPH_OUTPUTS,
     LATENT,
     LOG_DENSITY,
     POSTERIOR,
     ROWS,
 )
+from training.anomaly import ANOMALY_NEIGHBORS
 from training.models import GenerativeModel
 
 __all__ = ["GraphModule", "eager_log_density", "graph_specs", "random_inputs", "run_graph"]
@@ -48,12 +50,14 @@ def graph_specs(model: GenerativeModel, schema: Schema) -> dict[str, GraphSpec]:
             LOG_DENSITY: (None,),
             ANOMALY_SCORE: (None,),
             CLASS_LOG_DENSITY: (None, n_classes),
+            CLASS_MARGIN: (None, n_classes),
             POSTERIOR: (None, n_classes),
         }
         return shapes[output]
 
     def outputs(graph: str) -> tuple[TensorSpec, ...]:
-        names = [n for n in GRAPH_OUTPUTS[graph] if n != ANOMALY_SCORE or model.anomaly is not None]
+        optional = {ANOMALY_SCORE: model.anomaly is not None, CLASS_MARGIN: _has_class_margin(model)}
+        names = [n for n in GRAPH_OUTPUTS[graph] if optional.get(n, True)]
         return tuple(TensorSpec(name, "float32", shape(name), "output") for name in names)
 
     guidance = TensorSpec("guidance", "float32", (None,), "guidance")
@@ -77,10 +81,28 @@ def run_graph(model: GenerativeModel, graph: str, inputs: tuple[Tensor, ...]) ->
         return (model.sample_guided(list(inputs[:-2]), inputs[-2], inputs[-1]),)
     if graph == "log_prob":
         scores = model.density(inputs[0], list(inputs[1:]))
-        return scores if model.anomaly is None else (*scores, model.anomaly(inputs[0], scores[0]))
+        return (*scores, *_reference_outputs(model, inputs[0], scores[0]))
     rows = inputs[0]
     label = inputs[1] if conditional else torch.zeros(rows.shape[0], dtype=torch.long)
     return (model.encode(rows, label, list(inputs[2:] if conditional else inputs[1:])),)
+
+
+def _has_class_margin(model: GenerativeModel) -> bool:
+    return model.neighbors is not None and model.n_classes > 1
+
+
+def _reference_outputs(model: GenerativeModel, rows: Tensor, log_prob: Tensor) -> tuple[Tensor, ...]:
+    """What log_prob computes from the training rows it holds (training/neighbors.py), from one distance pass:
+    the anomaly score and, for two or more classes, the class margin."""
+    if model.neighbors is None:
+        return ()
+    partial, norm = model.neighbors.partial(rows)
+    outputs = []
+    if model.anomaly is not None:
+        outputs.append(model.anomaly(log_prob, model.neighbors.mean_nearest(partial, norm, ANOMALY_NEIGHBORS)))
+    if _has_class_margin(model):
+        outputs.append(model.neighbors.class_margin(partial, norm))
+    return tuple(outputs)
 
 
 class GraphModule(nn.Module):

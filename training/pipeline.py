@@ -32,6 +32,7 @@ from training.exported import ExportedModel
 from training.gate import QualityGateError
 from training.graphs import eager_log_density, graph_specs
 from training.models import GenerativeModel, model_class
+from training.neighbors import Neighbors, fit_neighbors
 from training.publish import publish
 from training.train import TrainConfig, TrainResult, train_model
 from training.transform import fit_transform
@@ -55,9 +56,10 @@ class TrainRequest:
     onnx_exporter: str = "dynamo"  # training.export.ONNX_EXPORTERS
     plots: bool = True  # the report's PNG plots (report.json is always written)
     accept_weak: bool = False  # publish a model the quality gate refuses (training.gate); the verdict stays in metrics
-    # The anomaly score (training/anomaly.py) holds up to 4,096 training rows inside log_prob; False leaves it out,
-    # so no training row is in the files and ScoreDensity flags on log p(x).
-    anomaly_score: bool = True
+    # log_prob holds up to 4,096 training rows (training/neighbors.py) for the anomaly score and the class margin;
+    # False leaves them out: no training row is in the files, ScoreDensity flags on log p(x) and best-of-k ranks
+    # by the posterior.
+    reference_rows: bool = True
     family_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of the family's defaults
     train_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # overrides of TrainConfig fields
 
@@ -98,14 +100,13 @@ def train(request: TrainRequest) -> Trained:
         return torch.from_numpy(prepared.rows[index]), torch.from_numpy(prepared.labels[index])
 
     result = train_model(model, part(split.train), part(split.validation), train_config)
-    if request.anomaly_score and "log_prob" in model.capabilities():
+    if request.reference_rows and "log_prob" in model.capabilities():
+        train_rows, train_labels = prepared.rows[split.train], prepared.labels[split.train]
+        neighbors = Neighbors(fit_neighbors(schema, train_rows, train_labels, model.n_classes, request.seed))
         model.anomaly = fit_anomaly_score(
-            lambda rows: eager_log_density(model, rows, request.seed),
-            schema,
-            prepared.rows[split.train],
-            prepared.rows[split.validation],
-            request.seed,
-        ).to(model.log_priors.device)
+            lambda rows: eager_log_density(model, rows, request.seed), neighbors, prepared.rows[split.validation]
+        )
+        model.neighbors = neighbors.to(model.log_priors.device)
     return Trained(model, prepared, result, train_config)
 
 

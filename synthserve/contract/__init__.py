@@ -28,6 +28,7 @@ from synthserve.contract.files import (
 from synthserve.contract.graphs import (
     ANOMALY_SCORE,
     CLASS_LOG_DENSITY,
+    CLASS_MARGIN,
     GRAPH_OUTPUTS,
     LATENT,
     LOG_DENSITY,
@@ -94,6 +95,7 @@ __all__ = [
     "BALANCE_SAMPLING",
     "BALANCE_STRATEGIES",
     "CLASS_LOG_DENSITY",
+    "CLASS_MARGIN",
     "FORMAT_VERSION",
     "GRAPH_OUTPUTS",
     "LATENT",

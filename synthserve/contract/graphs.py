@@ -17,6 +17,7 @@ from synthserve.contract.manifest import GraphSpec, Manifest
 __all__ = [
     "ANOMALY_SCORE",
     "CLASS_LOG_DENSITY",
+    "CLASS_MARGIN",
     "GRAPH_OUTPUTS",
     "LATENT",
     "LOG_DENSITY",
@@ -36,12 +37,15 @@ POSTERIOR = "posterior"  # log_prob: [n, C] p(c | x)
 # log_prob: [n] higher = more anomalous (density mixed with distance to the training rows); graphs of models
 # trained before it existed lack it, and their anomaly flags use log p(x).
 ANOMALY_SCORE = "anomaly_score"
+# log_prob: [n, C] log of the distance to the nearest training row of any other class over that to the nearest of
+# class c: what best-of-k ranks candidates by (`best_candidates`); graphs without it rank by the posterior.
+CLASS_MARGIN = "class_margin"
 LATENT = "latent"  # encode: [n, L]
 
 GRAPH_OUTPUTS: Mapping[str, tuple[str, ...]] = {
     "sample": (ROWS,),
     "sample_guided": (ROWS,),
-    "log_prob": (LOG_DENSITY, CLASS_LOG_DENSITY, POSTERIOR, ANOMALY_SCORE),
+    "log_prob": (LOG_DENSITY, CLASS_LOG_DENSITY, POSTERIOR, ANOMALY_SCORE, CLASS_MARGIN),
     "encode": (LATENT,),
 }
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from synthserve.contract.errors import RequestError, UnsupportedRequest
-from synthserve.contract.graphs import POSTERIOR, named_outputs
+from synthserve.contract.graphs import CLASS_MARGIN, POSTERIOR, named_outputs
 from synthserve.contract.manifest import GraphSpec, Manifest
 from synthserve.contract.noise import draw_noise
 
@@ -77,9 +77,10 @@ class SamplingOptions:
 
 
 PLAIN_SAMPLING = SamplingOptions()  # temperature 1, best of 1, guidance 1: plain sampling
-# What the server's Balance uses when a request leaves the options out: best of 5 by the model's posterior,
-# chosen on the quality benchmark's development datasets (docs/quality.md), which measures it by this name.
-BALANCE_SAMPLING = SamplingOptions(temperature=1.0, best_of=5)
+# What the server's Balance uses when a request leaves the options out: best of 8 by the class margin (by the
+# posterior on graphs without one), chosen on the quality benchmark's development datasets (docs/quality.md,
+# "Balance by class margin"), which measures it by this name.
+BALANCE_SAMPLING = SamplingOptions(temperature=1.0, best_of=8)
 
 
 def noise_feeds(
@@ -165,12 +166,18 @@ def resolve_sampling(
     return options
 
 
-def best_candidates(posterior: np.ndarray, labels: np.ndarray, best_of: int) -> np.ndarray:
+def best_candidates(outputs: Mapping[str, np.ndarray], labels: np.ndarray, best_of: int) -> np.ndarray:
     """Indices into the `len(labels) * best_of` candidates of the winners: per output row, the candidate with the
-    highest `posterior[c, label]` (`posterior` is the log_prob graph's `[n * k, C]` output), the first on ties."""
+    highest class margin for its label (`outputs`: the log_prob graph's outputs by name, each `[n * k, C]`), the
+    highest posterior among those tied on it (rows that repeat training rows), then the first. Graphs without
+    a class margin rank by the posterior alone."""
     n_rows = len(labels)
-    chosen = posterior[np.arange(n_rows * best_of), np.repeat(labels, best_of)].reshape(n_rows, best_of)
-    return np.arange(n_rows) * best_of + chosen.argmax(axis=1)
+    candidates, classes = np.arange(n_rows * best_of), np.repeat(labels, best_of)
+    posterior = outputs[POSTERIOR][candidates, classes].reshape(n_rows, best_of)
+    if CLASS_MARGIN in outputs:
+        margin = outputs[CLASS_MARGIN][candidates, classes].reshape(n_rows, best_of)
+        posterior = np.where(margin >= margin.max(axis=1, keepdims=True), posterior, -np.inf)
+    return np.arange(n_rows) * best_of + posterior.argmax(axis=1)
 
 
 RunGraph = Callable[[str, dict[str, np.ndarray]], list[np.ndarray]]  # (graph, feeds) -> outputs in spec order
@@ -204,5 +211,4 @@ def sample_rows(
     rows_input = scoring.input_named("rows")
     assert rows_input is not None, "a log_prob graph takes rows"
     feeds[rows_input] = rows
-    posterior = named_outputs(scoring, run("log_prob", feeds))[POSTERIOR]
-    return rows[best_candidates(posterior, labels, k)]
+    return rows[best_candidates(named_outputs(scoring, run("log_prob", feeds)), labels, k)]

@@ -26,7 +26,7 @@ def test_graph_benchmark_times_every_graph_side_by_side() -> None:
     ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300, check=True).stdout
     rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("breast-cancer-flow")}
-    assert set(rows) == {"sample", "log_prob", "encode"}, out
+    assert set(rows) == {"sample", "log_prob", "encode", "balance"}, out
     for fields in rows.values():
         rate, one_row_us, base_rate = (float(re.sub(",", "", v)) for v in fields[2:5])
         assert rate > 0 and one_row_us > 0 and base_rate > 0

@@ -9,9 +9,11 @@ import pytest
 
 from synthserve.contract import (
     BALANCE_SAMPLING,
+    CLASS_MARGIN,
     MAX_BEST_OF,
     MAX_TEMPERATURE,
     PLAIN_SAMPLING,
+    POSTERIOR,
     GraphSpec,
     RequestError,
     SamplingOptions,
@@ -72,8 +74,20 @@ def test_best_candidates_pick_the_highest_posterior_of_each_rows_label_first_on_
          [0.3, 0.7], [0.6, 0.4], [0.7, 0.3]],  # row 2 (class 1): candidate 6
         dtype=np.float32,
     )  # fmt: skip
-    np.testing.assert_array_equal(best_candidates(posterior, labels, 3), [1, 5, 6])
-    np.testing.assert_array_equal(best_candidates(posterior[:3], labels[:1], 3), [1])  # any chunk alone agrees
+    np.testing.assert_array_equal(best_candidates({POSTERIOR: posterior}, labels, 3), [1, 5, 6])
+    np.testing.assert_array_equal(best_candidates({POSTERIOR: posterior[:3]}, labels[:1], 3), [1])  # a chunk agrees
+
+
+def test_best_candidates_rank_by_the_class_margin_then_the_posterior() -> None:
+    labels = np.array([0, 1])
+    posterior = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [0.1, 0.9], [0.3, 0.7]], dtype=np.float32)
+    margin = np.array(
+        [[-1.0, 1.0], [2.0, -2.0], [2.0, -2.0],  # row 0 (class 0): 1 and 2 tie on the margin, 2's posterior wins
+         [-0.5, 0.5], [0.1, -0.1], [-3.0, 3.0]],  # row 1 (class 1): candidate 5, though 4's posterior is higher
+        dtype=np.float32,
+    )  # fmt: skip
+    outputs = {POSTERIOR: posterior, CLASS_MARGIN: margin}
+    np.testing.assert_array_equal(best_candidates(outputs, labels, 3), [2, 5])
 
 
 def test_resolve_sampling_fills_absent_fields_from_the_defaults() -> None:
@@ -89,7 +103,7 @@ def test_resolve_sampling_fills_absent_fields_from_the_defaults() -> None:
 def test_resolve_sampling_best_of_needs_a_class_posterior() -> None:
     no_density = dataclasses.replace(make_manifest(), graphs={"sample": make_manifest().graphs["sample"]})
     assert not selects_by_posterior(no_density) and selects_by_posterior(make_manifest())
-    # The server's Balance default (best of 5) becomes 1 where the model cannot select; asking for it is refused.
+    # The server's Balance default (best of 8) becomes 1 where the model cannot select; asking for it is refused.
     assert resolve_sampling(no_density, None, None, BALANCE_SAMPLING) == SamplingOptions(1.0, 1)
     assert resolve_sampling(no_density, None, 1) == PLAIN_SAMPLING
     with pytest.raises(UnsupportedRequest, match=r"sampling.best_of 2: model 'toy' \(flow\) has no class posterior"):

@@ -106,7 +106,7 @@ def test_balance_streams_what_each_class_needs_within_the_stream_limit(gauss: Lo
     )
     assert (plan.n_rows, plan.labels, plan.sampling) == (80, LabelRuns((0, 1), (0, 80)), BALANCE_SAMPLING)
     with pytest.raises(
-        InvalidArgument, match=r"Balance needs 5000 rows x sampling.best_of 5 exceeds max_rows_per_stream"
+        InvalidArgument, match=r"Balance needs 5000 rows x sampling.best_of 8 exceeds max_rows_per_stream"
     ):
         PLANNER.balance(
             gauss,

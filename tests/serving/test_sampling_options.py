@@ -103,7 +103,7 @@ def test_the_default_server_balances_with_best_of_five(server: ServerThread) -> 
         request.explicit_counts["pos"] = 20
         (chunk,) = stub.Balance(request)
         expected = closed_form(stub, 3, 1, 20, 1.0, BALANCE_SAMPLING.best_of)
-    assert (chunk.sampling.temperature, chunk.sampling.best_of) == (1.0, 5) == (1.0, BALANCE_SAMPLING.best_of)
+    assert (chunk.sampling.temperature, chunk.sampling.best_of) == (1.0, 8) == (1.0, BALANCE_SAMPLING.best_of)
     np.testing.assert_allclose(rows_of(chunk.rows), expected, rtol=2e-6, atol=2e-6)
 
 

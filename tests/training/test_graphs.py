@@ -12,6 +12,7 @@ from tests.training.mixed_data import FAMILIES
 from training.anomaly import fit_anomaly_score
 from training.graphs import eager_log_density, graph_specs, random_inputs, run_graph
 from training.models import MODELS
+from training.neighbors import Neighbors, fit_neighbors
 from training.transform import fit_transform
 
 
@@ -30,11 +31,11 @@ def test_graphs_return_the_contract_outputs(family: str) -> None:
     model_class = MODELS[family]
     transform = fit_transform(rows, schema, categorical=model_class.categorical_encoding, seed=0)
     model = model_class(model_class.config_class(), schema, transform).eval()
-    if "log_prob" in model.capabilities():  # without the anomaly score the log_prob graph returns the other three
+    if "log_prob" in model.capabilities():  # without reference rows the log_prob graph returns the first three
         assert tuple(t.name for t in graph_specs(model, schema)["log_prob"].outputs) == GRAPH_OUTPUTS["log_prob"][:3]
-        model.anomaly = fit_anomaly_score(
-            lambda r: eager_log_density(model, r, 0), schema, rows[:150], rows[150:], seed=0
-        )
+        labels = rng.integers(0, 3, 150)
+        model.neighbors = Neighbors(fit_neighbors(schema, rows[:150], labels, 3, seed=0))
+        model.anomaly = fit_anomaly_score(lambda r: eager_log_density(model, r, 0), model.neighbors, rows[150:])
     specs = graph_specs(model, schema)
     assert tuple(specs) == model.capabilities()
     for graph, spec in specs.items():

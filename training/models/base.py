@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from synthserve.contract import Schema
 from training.anomaly import AnomalyScore
+from training.neighbors import Neighbors
 from training.objectives import LikelihoodObjective, Objective
 from training.transform import FeatureCodec, TransformParams
 
@@ -89,7 +90,9 @@ class GenerativeModel(nn.Module):
         self.onehot_sizes = transform.onehot_sizes
         priors = schema.label.priors if schema.label is not None else (1.0,)
         self.register_buffer("log_priors", torch.log(torch.tensor(priors, dtype=torch.float32)))
-        # Set once trained (`training.anomaly.fit_anomaly_score`); the log_prob graph then also serves its score.
+        # Set once trained (`training.pipeline.train`): the training rows log_prob holds and the anomaly score made
+        # from them; the log_prob graph then also serves the score and, for two or more classes, the class margin.
+        self.neighbors: Neighbors | None = None
         self.anomaly: AnomalyScore | None = None
 
     # --- what the export needs to know -------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""Training rows a `log_prob` graph holds, and the distances to them that its extra outputs are made of.
+
+A trained density model keeps up to MAX_REFERENCE_ROWS rows of its training split, grouped by class. From them:
+- the mean distance to the k nearest rows of any class (the anomaly score's second term, training/anomaly.py);
+- the distance to the nearest row of each class, from which `class_margin(x, c) = log d(x, not c) - log d(x, c)`
+  is computed: how much nearer x lies to class c's training rows than to any other class's. Best-of-k sampling
+  keeps, per output row, the candidate with the highest margin for its class (synthserve.contract.best_candidates);
+  docs/quality.md ("Balance by class margin") has the measurement that made it the selection rule.
+Numeric columns (continuous, integer, pixels) count in units of their standard deviation over the reference rows
+(a gap counts as the mean); a categorical column adds 1 to the squared distance when the codes differ.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from synthserve.contract import Schema
+
+__all__ = ["MAX_REFERENCE_ROWS", "NeighborParams", "Neighbors", "fit_neighbors"]
+
+MAX_REFERENCE_ROWS = 4096  # the graph holds them; a batch of B rows takes B x this many distances
+ONEHOT_MAX_LEVELS = 64  # categories of at most this many levels are one-hot inside the matrix product
+# Added to both distances of the margin: a candidate that repeats a training row of one class only (frequent in
+# all-categorical tables) gets a large, finite margin; one that repeats rows of two classes gets 0.
+MARGIN_EPSILON = 1e-3
+ABSENT_CLASS_DISTANCE = 1e12  # squared: a class with no training rows (all in the validation split) is this far
+
+
+@dataclass(frozen=True)
+class NeighborParams:
+    """The reference rows and how distances are measured: plain arrays, so a checkpoint stores them as tensors."""
+
+    reference: np.ndarray  # [R, D] float32 rows in graph units (codes for categorical columns), grouped by class
+    class_counts: np.ndarray  # [C] int: how many of the reference rows, in order, belong to each class
+    center: np.ndarray  # [D] subtracted from numeric columns (0 for categorical ones)
+    scale: np.ndarray  # [D] numeric columns are divided by it (1 for categorical ones)
+    categorical: np.ndarray  # [D] bool: compared by code
+    levels: np.ndarray  # [D] int: the number of categories of a categorical column (0 for numeric ones)
+
+    def to_state(self) -> dict[str, Tensor]:
+        return {k: torch.as_tensor(v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> NeighborParams:
+        return cls(**{k: v.numpy() if isinstance(v, Tensor) else np.asarray(v) for k, v in state.items()})
+
+
+class Neighbors(nn.Module):
+    """rows [B, D] (graph units) -> distances to the reference rows; exported inside the `log_prob` graph.
+
+    A category of at most ONEHOT_MAX_LEVELS levels joins the numeric columns in one matrix product, as its one-hot
+    code: mismatch = 1 - e(x) . e(r). Columns of more levels are compared code by code (one pass over [B, R] each)
+    so that the graph does not hold R x levels numbers.
+    """
+
+    center: Tensor
+    scale: Tensor
+    onehot_levels: Tensor
+    weight: Tensor
+    bias: Tensor
+    reference_codes: Tensor
+
+    def __init__(self, params: NeighborParams) -> None:
+        super().__init__()
+        self.params = params
+        self.numeric = [int(i) for i in np.flatnonzero(~params.categorical)]
+        onehot = params.categorical & (params.levels <= ONEHOT_MAX_LEVELS)
+        self.onehot = [int(i) for i in np.flatnonzero(onehot)]
+        self.compared = [int(i) for i in np.flatnonzero(params.categorical & ~onehot)]
+        ends = np.cumsum(params.class_counts)
+        self.class_slices = [(int(e - n), int(e)) for n, e in zip(params.class_counts, ends, strict=True)]
+        reference = torch.as_tensor(params.reference, dtype=torch.float32)
+        self.register_buffer("center", torch.as_tensor(params.center[self.numeric], dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(params.scale[self.numeric], dtype=torch.float32))
+        self.register_buffer(
+            "onehot_levels", torch.arange(int(params.levels[onehot].max(initial=0)), dtype=torch.float32)
+        )
+        features = self._features(reference)  # [R, F]
+        # partial(x, r) = |x - r|^2 - |x|^2 + (one-hot mismatches) = bias_r + features(x) . weight_r
+        numeric_width = len(self.numeric)
+        weight = torch.cat([-2.0 * features[:, :numeric_width], -features[:, numeric_width:]], dim=1)
+        bias = (features[:, :numeric_width] ** 2).sum(1) + len(self.onehot)
+        self.register_buffer("weight", weight.t().contiguous())
+        self.register_buffer("bias", bias)
+        self.register_buffer("reference_codes", reference[:, self.compared])
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.params.reference)
+
+    def _features(self, rows: Tensor) -> Tensor:
+        """Standardized numeric columns (a gap: 0, the mean), then each small category's one-hot code, [N, F]."""
+        parts = []
+        if self.numeric:
+            x = (rows[:, self.numeric] - self.center) / self.scale
+            parts.append(torch.where(torch.isnan(x), torch.zeros_like(x), x))
+        for column in self.onehot:
+            levels = self.onehot_levels[: int(self.params.levels[column])]
+            parts.append((rows[:, column : column + 1] == levels).to(rows.dtype))
+        return torch.cat(parts, dim=1) if parts else rows[:, :0]
+
+    def partial(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(partial [B, R], norm [B, 1]): squared distance to each reference row = partial + norm. The nearest are
+        chosen on the partial distance (one matrix product, plus a pass per many-level category); the row's own
+        |x|^2, the same for every reference row, is added to the chosen only."""
+        features = self._features(rows)
+        # Only many-level categories: [B, R] of the bias, without shape arithmetic in the graph.
+        partial = torch.addmm(self.bias, features, self.weight) if features.shape[1] else rows[:, :1] * 0.0 + self.bias
+        for j, column in enumerate(self.compared):
+            partial = partial + (rows[:, column : column + 1] != self.reference_codes[:, j]).to(partial.dtype)
+        norm = (features[:, : len(self.numeric)] ** 2).sum(1, keepdim=True) if self.numeric else partial[:, :1] * 0.0
+        return partial, norm
+
+    @staticmethod
+    def _distance(squared: Tensor) -> Tensor:
+        return squared.clamp(min=0.0).sqrt()
+
+    def mean_nearest(self, partial: Tensor, norm: Tensor, k: int) -> Tensor:
+        """Mean Euclidean distance to the k nearest reference rows of any class, [B]."""
+        nearest = torch.topk(partial, min(k, self.n_rows), dim=1, largest=False).values
+        return self._distance(nearest + norm).mean(1)
+
+    @staticmethod
+    def _class_nearest(partial: Tensor, start: int, end: int) -> Tensor:
+        """[B, 1]: the smallest partial distance to the class's rows; a class without training rows is far away."""
+        if start == end:
+            return partial[:, :1] * 0.0 + ABSENT_CLASS_DISTANCE
+        return partial[:, start:end].min(dim=1, keepdim=True).values
+
+    def class_margin(self, partial: Tensor, norm: Tensor) -> Tensor:
+        """[B, C]: log of the distance to the nearest row of any other class over that to the nearest of class c
+        (each + MARGIN_EPSILON); needs two or more classes."""
+        nearest = torch.cat([self._class_nearest(partial, a, b) for a, b in self.class_slices], dim=1)
+        distance = self._distance(nearest + norm)
+        two = torch.topk(distance, 2, dim=1, largest=False)  # the nearest class and the runner-up
+        classes = torch.arange(distance.shape[1], device=distance.device)
+        other = torch.where(classes == two.indices[:, :1], two.values[:, 1:2], two.values[:, :1])
+        return torch.log(other + MARGIN_EPSILON) - torch.log(distance + MARGIN_EPSILON)
+
+
+def fit_neighbors(schema: Schema, rows: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> NeighborParams:
+    """Reference rows from the training split (graph units, class index per row). Within MAX_REFERENCE_ROWS every
+    class keeps all its rows if it can; otherwise the largest classes share what the smaller leave, each a random
+    subset drawn from `seed`."""
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(rows, dtype=np.float32)
+    counts = np.bincount(labels, minlength=n_classes)
+    quota = _quotas(counts, MAX_REFERENCE_ROWS)
+    parts = [rng.permutation(np.flatnonzero(labels == c))[: quota[c]] for c in range(n_classes)]
+    reference = rows[np.concatenate([np.sort(p) for p in parts])]
+    categorical = np.array([c.kind == "categorical" for c in schema.columns], dtype=bool)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-gap column: mean and spread NaN, handled below
+        mean, spread = np.nanmean(reference, 0), np.nanstd(reference, 0)
+    center = np.where(categorical | ~np.isfinite(mean), 0.0, mean).astype(np.float32)
+    scale = np.where(categorical | (spread <= 0) | ~np.isfinite(spread), 1.0, spread).astype(np.float32)
+    levels = np.array([len(c.categories or ()) if c.kind == "categorical" else 0 for c in schema.columns])
+    return NeighborParams(reference, quota, center, scale, categorical, levels)
+
+
+def _quotas(counts: np.ndarray, limit: int) -> np.ndarray:
+    """Rows kept per class: all of a class within its fair share; the rest of `limit` split among the others."""
+    quota = np.zeros_like(counts)
+    left, pending = limit, list(np.argsort(counts))
+    while pending:
+        share = left // len(pending)
+        c = pending.pop(0)
+        quota[c] = min(counts[c], share) if pending else min(counts[c], left)
+        left -= quota[c]
+    return quota
