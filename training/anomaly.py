@@ -55,8 +55,8 @@ class AnomalyScore(nn.Module):
 
 def nearest_distance(neighbors: Neighbors, rows: Tensor, k: int = ANOMALY_NEIGHBORS) -> Tensor:
     """d_k(rows) [B]: the score's distance term."""
-    partial, norm = neighbors.partial(rows)
-    return neighbors.mean_nearest(partial, norm, k)
+    nearest, norm = neighbors.nearest(rows, k)
+    return neighbors.mean_nearest(nearest, norm, k)
 
 
 def fit_anomaly_score(

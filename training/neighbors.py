@@ -54,7 +54,10 @@ class NeighborParams:
 class Neighbors(nn.Module):
     """rows [B, D] (graph units) -> distances to the reference rows; exported inside the `log_prob` graph.
 
-    A category of at most ONEHOT_MAX_LEVELS levels joins the numeric columns in one matrix product, as its one-hot
+    Distances are computed class by class, each class's rows a block of its own (one matrix product, then its k
+    nearest), so that the nearest row of each class (the margin) comes from the same pass as the k nearest of any
+    class (the anomaly score): one pass over the B x R distances in all, with no copy of them.
+    A category of at most ONEHOT_MAX_LEVELS levels joins the numeric columns in the matrix product, as its one-hot
     code: mismatch = 1 - e(x) . e(r). Columns of more levels are compared code by code (one pass over [B, R] each)
     so that the graph does not hold R x levels numbers.
     """
@@ -62,9 +65,6 @@ class Neighbors(nn.Module):
     center: Tensor
     scale: Tensor
     onehot_levels: Tensor
-    weight: Tensor
-    bias: Tensor
-    reference_codes: Tensor
 
     def __init__(self, params: NeighborParams) -> None:
         super().__init__()
@@ -86,9 +86,10 @@ class Neighbors(nn.Module):
         numeric_width = len(self.numeric)
         weight = torch.cat([-2.0 * features[:, :numeric_width], -features[:, numeric_width:]], dim=1)
         bias = (features[:, :numeric_width] ** 2).sum(1) + len(self.onehot)
-        self.register_buffer("weight", weight.t().contiguous())
-        self.register_buffer("bias", bias)
-        self.register_buffer("reference_codes", reference[:, self.compared])
+        for c, (start, end) in enumerate(self.class_slices):  # a block per class: no slicing inside the graph
+            self.register_buffer(f"weight_{c}", weight[start:end].t().contiguous())
+            self.register_buffer(f"bias_{c}", bias[start:end].contiguous())
+            self.register_buffer(f"codes_{c}", reference[start:end][:, self.compared].contiguous())
 
     @property
     def n_rows(self) -> int:
@@ -105,39 +106,50 @@ class Neighbors(nn.Module):
             parts.append((rows[:, column : column + 1] == levels).to(rows.dtype))
         return torch.cat(parts, dim=1) if parts else rows[:, :0]
 
-    def partial(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """(partial [B, R], norm [B, 1]): squared distance to each reference row = partial + norm. The nearest are
-        chosen on the partial distance (one matrix product, plus a pass per many-level category); the row's own
-        |x|^2, the same for every reference row, is added to the chosen only."""
-        features = self._features(rows)
-        # Only many-level categories: [B, R] of the bias, without shape arithmetic in the graph.
-        partial = torch.addmm(self.bias, features, self.weight) if features.shape[1] else rows[:, :1] * 0.0 + self.bias
+    def _class_partial(self, rows: Tensor, features: Tensor, c: int) -> Tensor:
+        """[B, R_c]: the squared distance to each of class c's reference rows, less the row's own |x|^2 (the same
+        for every reference row, added to the chosen only)."""
+        weight, bias, codes = (getattr(self, f"{name}_{c}") for name in ("weight", "bias", "codes"))
+        # Only many-level categories: [B, R_c] of the bias, without shape arithmetic in the graph.
+        partial = torch.addmm(bias, features, weight) if features.shape[1] else torch.zeros_like(rows[:, :1]) + bias
         for j, column in enumerate(self.compared):
-            partial = partial + (rows[:, column : column + 1] != self.reference_codes[:, j]).to(partial.dtype)
-        norm = (features[:, : len(self.numeric)] ** 2).sum(1, keepdim=True) if self.numeric else partial[:, :1] * 0.0
-        return partial, norm
+            partial = partial + (rows[:, column : column + 1] != codes[:, j]).to(partial.dtype)
+        return partial
+
+    def nearest(self, rows: Tensor, k: int) -> tuple[list[Tensor | None], Tensor]:
+        """(per class, the k smallest partial distances to its rows [B, min(k, R_c)], ascending, or None for a class
+        without rows; norm [B, 1]): squared distance = partial + norm."""
+        features = self._features(rows)
+        found: list[Tensor | None] = []
+        for c, (start, end) in enumerate(self.class_slices):
+            if start == end:
+                found.append(None)
+                continue
+            partial = self._class_partial(rows, features, c)
+            found.append(torch.topk(partial, min(k, end - start), dim=1, largest=False).values)
+        numeric = features[:, : len(self.numeric)]
+        norm = (numeric**2).sum(1, keepdim=True) if self.numeric else torch.zeros_like(rows[:, :1])
+        return found, norm
 
     @staticmethod
     def _distance(squared: Tensor) -> Tensor:
         return squared.clamp(min=0.0).sqrt()
 
-    def mean_nearest(self, partial: Tensor, norm: Tensor, k: int) -> Tensor:
-        """Mean Euclidean distance to the k nearest reference rows of any class, [B]."""
-        nearest = torch.topk(partial, min(k, self.n_rows), dim=1, largest=False).values
-        return self._distance(nearest + norm).mean(1)
+    def mean_nearest(self, nearest: list[Tensor | None], norm: Tensor, k: int) -> Tensor:
+        """Mean Euclidean distance to the k nearest reference rows of any class, [B] (`nearest` from `nearest(rows,
+        k)`: the k nearest of all are among the k nearest of each class)."""
+        blocks = [block for block in nearest if block is not None]
+        pooled = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
+        if len(blocks) > 1:
+            pooled = torch.topk(pooled, min(k, self.n_rows), dim=1, largest=False).values
+        return self._distance(pooled + norm).mean(1)
 
-    @staticmethod
-    def _class_nearest(partial: Tensor, start: int, end: int) -> Tensor:
-        """[B, 1]: the smallest partial distance to the class's rows; a class without training rows is far away."""
-        if start == end:
-            return partial[:, :1] * 0.0 + ABSENT_CLASS_DISTANCE
-        return partial[:, start:end].min(dim=1, keepdim=True).values
-
-    def class_margin(self, partial: Tensor, norm: Tensor) -> Tensor:
+    def class_margin(self, nearest: list[Tensor | None], norm: Tensor) -> Tensor:
         """[B, C]: log of the distance to the nearest row of any other class over that to the nearest of class c
-        (each + MARGIN_EPSILON); needs two or more classes."""
-        nearest = torch.cat([self._class_nearest(partial, a, b) for a, b in self.class_slices], dim=1)
-        distance = self._distance(nearest + norm)
+        (each + MARGIN_EPSILON), from `nearest(rows, k)`; needs two or more classes. A class without training rows
+        is far from every row."""
+        closest = [norm * 0.0 + ABSENT_CLASS_DISTANCE if block is None else block[:, :1] for block in nearest]
+        distance = self._distance(torch.cat(closest, dim=1) + norm)
         two = torch.topk(distance, 2, dim=1, largest=False)  # the nearest class and the runner-up
         classes = torch.arange(distance.shape[1], device=distance.device)
         other = torch.where(classes == two.indices[:, :1], two.values[:, 1:2], two.values[:, :1])

@@ -68,14 +68,28 @@ def test_the_distance_is_the_mean_distance_to_the_nearest_training_rows() -> Non
     assert served[1] > 100 * np.median(served)
 
 
+@pytest.mark.parametrize("counts", [(2, 298), (150, 150), (1, 3, 296)])
+def test_the_nearest_rows_of_any_class_are_pooled_from_each_class_s_nearest(counts: tuple[int, ...]) -> None:
+    """Distances are measured class by class; the k nearest of all, among them a class of fewer than k rows, are
+    those of a brute force over every row."""
+    train, queries = rows_of(300, 0), rows_of(40, 1)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    neighbors = neighbors_of(train, labels)
+    with torch.no_grad():
+        served = nearest_distance(neighbors, torch.from_numpy(queries)).numpy()
+        nearest, _ = neighbors.nearest(torch.from_numpy(queries), ANOMALY_NEIGHBORS)
+    assert [None if block is None else block.shape[1] for block in nearest] == [min(n, 5) for n in counts]
+    expected = brute_force_distance(train.astype(np.float64), queries.astype(np.float64), ANOMALY_NEIGHBORS)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-3)
+
+
 def test_the_class_margin_compares_the_nearest_row_of_the_class_with_that_of_any_other() -> None:
     train, queries = rows_of(300, 0), rows_of(40, 1)
     labels = np.repeat([0, 1, 2], [30, 70, 200])
     queries[0] = train[5]  # repeats a class-0 training row: distance 0 to its class
     neighbors = neighbors_of(train, labels)
     with torch.no_grad():
-        partial, norm = neighbors.partial(torch.from_numpy(queries))
-        margin = neighbors.class_margin(partial, norm).numpy()
+        margin = neighbors.class_margin(*neighbors.nearest(torch.from_numpy(queries), 1)).numpy()
     # fit_neighbors groups the reference rows by class; the brute force measures on the same (all) rows.
     distance = np.sqrt(brute_force_squared(train.astype(np.float64), queries.astype(np.float64)))
     nearest = np.stack([distance[:, labels == c].min(1) for c in range(3)], axis=1)
@@ -98,7 +112,7 @@ def test_a_class_without_training_rows_is_far_from_every_row() -> None:
     neighbors = Neighbors(fit_neighbors(schema, train, np.repeat([0, 2], 30), 3, seed=0))
     assert list(neighbors.params.class_counts) == [30, 0, 30]
     with torch.no_grad():
-        margin = neighbors.class_margin(*neighbors.partial(torch.from_numpy(rows_of(10, 1)))).numpy()
+        margin = neighbors.class_margin(*neighbors.nearest(torch.from_numpy(rows_of(10, 1)), 1)).numpy()
     assert np.isfinite(margin).all() and (margin[:, 1] < -5).all()
 
 
@@ -147,9 +161,9 @@ def test_a_many_level_category_is_compared_as_a_small_one_is() -> None:
         column = Column("c", "categorical", "int64", categories=tuple(range(levels)))
         neighbors = neighbors_of(train, labels, Schema((SCHEMA.columns[0], column, SCHEMA.columns[2]), None))
         with torch.no_grad():
-            partial, norm = neighbors.partial(torch.from_numpy(queries))
-            distances.append(neighbors.mean_nearest(partial, norm, ANOMALY_NEIGHBORS).numpy())
-            margins.append(neighbors.class_margin(partial, norm).numpy())
+            nearest, norm = neighbors.nearest(torch.from_numpy(queries), ANOMALY_NEIGHBORS)
+            distances.append(neighbors.mean_nearest(nearest, norm, ANOMALY_NEIGHBORS).numpy())
+            margins.append(neighbors.class_margin(nearest, norm).numpy())
     np.testing.assert_allclose(distances[0], distances[1], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(margins[0], margins[1], rtol=1e-3, atol=1e-3)
 
