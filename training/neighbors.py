@@ -139,9 +139,9 @@ class Neighbors(nn.Module):
         """Mean Euclidean distance to the k nearest reference rows of any class, [B] (`nearest` from `nearest(rows,
         k)`: the k nearest of all are among the k nearest of each class)."""
         blocks = [block for block in nearest if block is not None]
-        pooled = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
+        pooled = blocks[0]  # one class: its k nearest already
         if len(blocks) > 1:
-            pooled = torch.topk(pooled, min(k, self.n_rows), dim=1, largest=False).values
+            pooled = torch.topk(torch.cat(blocks, dim=1), min(k, self.n_rows), dim=1, largest=False).values
         return self._distance(pooled + norm).mean(1)
 
     def class_margin(self, nearest: list[Tensor | None], norm: Tensor) -> Tensor:
