@@ -55,8 +55,7 @@ class AnomalyScore(nn.Module):
 
 def nearest_distance(neighbors: Neighbors, rows: Tensor, k: int = ANOMALY_NEIGHBORS) -> Tensor:
     """d_k(rows) [B]: the score's distance term."""
-    nearest, norm = neighbors.nearest(rows, k)
-    return neighbors.mean_nearest(nearest, norm, k)
+    return neighbors.mean_nearest(neighbors.nearest(rows, k), k)
 
 
 def fit_anomaly_score(

@@ -58,15 +58,22 @@ class Evaluation:
 def calibrate(scores: Scores) -> Calibration:
     """Quantiles at CALIBRATION_FPR of the held-out rows' log p(x) (lower tail) and of their anomaly score where
     the graph serves one (upper tail); `scores` come from the log_prob graph with seed 0, as the server scores."""
-    quantiles = np.quantile(scores.log_density.astype(np.float64), CALIBRATION_FPR)
+    # A row whose log p(x) is -inf or NaN (a value no training row had) counts as the most anomalous.
+    quantiles = np.quantile(_finite(scores.log_density, nan=-_BIG), CALIBRATION_FPR)
     anomaly = scores.anomaly_score
     upper = None
     if anomaly is not None:
-        # NaN and inf rows count as the most anomalous, at a finite score that JSON can hold.
-        big = float(np.finfo(np.float32).max)
-        values = np.nan_to_num(anomaly.astype(np.float64), nan=big, posinf=big, neginf=-big)
-        upper = tuple(float(q) for q in np.quantile(values, 1.0 - np.asarray(CALIBRATION_FPR)))
+        upper = tuple(float(q) for q in np.quantile(_finite(anomaly, nan=_BIG), 1.0 - np.asarray(CALIBRATION_FPR)))
     return Calibration(CALIBRATION_FPR, tuple(float(q) for q in quantiles), len(scores.log_density), upper)
+
+
+_BIG = float(np.finfo(np.float32).max)
+
+
+def _finite(values: np.ndarray, nan: float) -> np.ndarray:
+    """float64 `values` with infinities at +-_BIG and NaN at `nan`: finite scores that JSON holds (a quantile
+    between -inf and a number is NaN)."""
+    return np.nan_to_num(values.astype(np.float64), nan=nan, posinf=_BIG, neginf=-_BIG)
 
 
 def sample_metrics(

@@ -96,12 +96,12 @@ def _reference_outputs(model: GenerativeModel, rows: Tensor, log_prob: Tensor) -
     the anomaly score and, for two or more classes, the class margin."""
     if model.neighbors is None:
         return ()
-    nearest, norm = model.neighbors.nearest(rows, ANOMALY_NEIGHBORS if model.anomaly is not None else 1)
+    nearest = model.neighbors.nearest(rows, ANOMALY_NEIGHBORS if model.anomaly is not None else 1)
     outputs = []
     if model.anomaly is not None:
-        outputs.append(model.anomaly(log_prob, model.neighbors.mean_nearest(nearest, norm, ANOMALY_NEIGHBORS)))
+        outputs.append(model.anomaly(log_prob, model.neighbors.mean_nearest(nearest, ANOMALY_NEIGHBORS)))
     if _has_class_margin(model):
-        outputs.append(model.neighbors.class_margin(nearest, norm))
+        outputs.append(model.neighbors.class_margin(nearest))
     return tuple(outputs)
 
 

@@ -29,6 +29,9 @@ ONEHOT_MAX_LEVELS = 64  # categories of at most this many levels are one-hot ins
 # Added to both distances of the margin: a candidate that repeats a training row of one class only (frequent in
 # all-categorical tables) gets a large, finite margin; one that repeats rows of two classes gets 0.
 MARGIN_EPSILON = 1e-3
+# The matrix product ranks the rows of a class within its rounding: rows nearer each other than that may swap. This
+# many spare candidates beyond the k asked for are measured term by term, which puts such rows back in order.
+SPARE_CANDIDATES = 3
 ABSENT_CLASS_DISTANCE = 1e12  # squared: a class with no training rows (all in the validation split) is this far
 
 
@@ -91,6 +94,10 @@ class Neighbors(nn.Module):
             self.register_buffer(f"bias_{c}", bias[start:end].contiguous())
             self.register_buffer(f"codes_{c}", reference[start:end][:, self.compared].contiguous())
 
+    def product_weights(self) -> list[Tensor]:
+        """The matrix product's weights and biases, a pair per class: the reference rows as the graph holds them."""
+        return [getattr(self, f"{name}_{c}") for c in range(len(self.class_slices)) for name in ("weight", "bias")]
+
     @property
     def n_rows(self) -> int:
         return len(self.params.reference)
@@ -116,9 +123,28 @@ class Neighbors(nn.Module):
             partial = partial + (rows[:, column : column + 1] != codes[:, j]).to(partial.dtype)
         return partial
 
-    def nearest(self, rows: Tensor, k: int) -> tuple[list[Tensor | None], Tensor]:
-        """(per class, the k smallest partial distances to its rows [B, min(k, R_c)], ascending, or None for a class
-        without rows; norm [B, 1]): squared distance = partial + norm."""
+    def _exact(self, rows: Tensor, features: Tensor, c: int, index: Tensor) -> Tensor:
+        """[B, K]: the squared distance to class c's reference rows `index` [B, K], term by term. The matrix product's
+        |x|^2 - 2 x.r + |r|^2 ranks the rows but loses to cancellation what it returns: near a repeated row it is a
+        difference of large terms, off by their rounding, and the distance (its square root) by the root of that."""
+        width = len(self.numeric)
+        # [B, K, F]: -2 r for numeric features, -e(r) for one-hot. Gathered along the [F, R_c] buffer's own axis and
+        # transposed after (indexing it as weight[:, index] exports as a transposed buffer, which the exporter folds
+        # into a second copy of the rows).
+        weight = getattr(self, f"weight_{c}")
+        chosen = weight.index_select(1, index.reshape(-1)).reshape(-1, *index.shape).permute(1, 2, 0)
+        squared = ((features[:, None, :width] + 0.5 * chosen[..., :width]) ** 2).sum(-1)
+        if self.onehot:  # the mismatches first, a whole number: added to a tiny distance, 1 - 1 would round it
+            squared = squared + ((features[:, None, width:] * chosen[..., width:]).sum(-1) + len(self.onehot))
+        if self.compared:
+            codes = getattr(self, f"codes_{c}")[index]  # [B, K, compared]
+            squared = squared + (rows[:, None, self.compared] != codes).to(squared.dtype).sum(-1)
+        return squared
+
+    def nearest(self, rows: Tensor, k: int) -> list[Tensor | None]:
+        """Per class, the squared distances to its k + SPARE_CANDIDATES nearest rows (all its rows if fewer) [B, K],
+        in no set order, or None for a class without rows: ranked by the matrix product, measured term by term
+        (`_exact`)."""
         features = self._features(rows)
         found: list[Tensor | None] = []
         for c, (start, end) in enumerate(self.class_slices):
@@ -126,30 +152,24 @@ class Neighbors(nn.Module):
                 found.append(None)
                 continue
             partial = self._class_partial(rows, features, c)
-            found.append(torch.topk(partial, min(k, end - start), dim=1, largest=False).values)
-        numeric = features[:, : len(self.numeric)]
-        norm = (numeric**2).sum(1, keepdim=True) if self.numeric else torch.zeros_like(rows[:, :1])
-        return found, norm
+            index = torch.topk(partial, min(k + SPARE_CANDIDATES, end - start), dim=1, largest=False).indices
+            found.append(self._exact(rows, features, c, index))
+        return found
 
-    @staticmethod
-    def _distance(squared: Tensor) -> Tensor:
-        return squared.clamp(min=0.0).sqrt()
-
-    def mean_nearest(self, nearest: list[Tensor | None], norm: Tensor, k: int) -> Tensor:
+    def mean_nearest(self, nearest: list[Tensor | None], k: int) -> Tensor:
         """Mean Euclidean distance to the k nearest reference rows of any class, [B] (`nearest` from `nearest(rows,
         k)`: the k nearest of all are among the k nearest of each class)."""
-        blocks = [block for block in nearest if block is not None]
-        pooled = blocks[0]  # one class: its k nearest already
-        if len(blocks) > 1:
-            pooled = torch.topk(torch.cat(blocks, dim=1), min(k, self.n_rows), dim=1, largest=False).values
-        return self._distance(pooled + norm).mean(1)
+        blocks = torch.cat([block for block in nearest if block is not None], dim=1)
+        return torch.topk(blocks, min(k, self.n_rows), dim=1, largest=False).values.sqrt().mean(1)
 
-    def class_margin(self, nearest: list[Tensor | None], norm: Tensor) -> Tensor:
+    def class_margin(self, nearest: list[Tensor | None]) -> Tensor:
         """[B, C]: log of the distance to the nearest row of any other class over that to the nearest of class c
         (each + MARGIN_EPSILON), from `nearest(rows, k)`; needs two or more classes. A class without training rows
         is far from every row."""
-        closest = [norm * 0.0 + ABSENT_CLASS_DISTANCE if block is None else block[:, :1] for block in nearest]
-        distance = self._distance(torch.cat(closest, dim=1) + norm)
+        some = next(block for block in nearest if block is not None)
+        absent = some[:, :1] * 0.0 + ABSENT_CLASS_DISTANCE
+        closest = [absent if block is None else block.min(dim=1, keepdim=True).values for block in nearest]
+        distance = torch.cat(closest, dim=1).sqrt()
         two = torch.topk(distance, 2, dim=1, largest=False)  # the nearest class and the runner-up
         classes = torch.arange(distance.shape[1], device=distance.device)
         other = torch.where(classes == two.indices[:, :1], two.values[:, 1:2], two.values[:, :1])

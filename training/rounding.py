@@ -71,14 +71,21 @@ def _nudge(values: Tensor, generator: torch.Generator) -> Tensor:
     return torch.nextafter(values, direction * math.inf)
 
 
+def _weights(model: GenerativeModel) -> list[Tensor]:
+    """What a nudge moves: the trained parameters and the reference rows of the distances (weights of the log_prob
+    graph's matrix product as much as trained ones: near a repeated row the distance is a difference of large terms,
+    and how much it moves with one ulp of them is its rounding)."""
+    return [*model.parameters(), *(model.neighbors.product_weights() if model.neighbors is not None else [])]
+
+
 def nudged_models(model: GenerativeModel, generator: torch.Generator) -> list[GenerativeModel]:
     """NUDGED_COPIES copies of `model`, each weight one ulp off (the feature transform's knots stay exact)."""
     copies = []
     for _ in range(NUDGED_COPIES):
         nudged = copy.deepcopy(model)
         with torch.no_grad():
-            for parameter in nudged.parameters():
-                parameter.copy_(_nudge(parameter, generator))
+            for weight in _weights(nudged):
+                weight.copy_(_nudge(weight, generator))
         copies.append(nudged)
     return copies
 

@@ -1,8 +1,9 @@
 """The work of one (dataset, fold): every method's utility, anomaly and fidelity figures as long-format records.
 
 A record is (dataset, fold, method, classifier, metric, value); `classifier` is empty for figures that have
-none. A family whose training or graphs fail yields an `error` record instead of that fold's family figures,
-so one bad dataset does not sink a 90-minute run, and the report counts the failures.
+none. A family whose training or graphs fail yields an `error` record instead of that fold's figures of the failed
+part (balancing, or anomaly detection), so one bad dataset does not sink a 90-minute run, and the report counts the
+failures.
 """
 
 from __future__ import annotations
@@ -102,7 +103,33 @@ def sampling_method(family: str, options: SamplingOptions) -> str:
     return f"{family}(T={options.temperature:g},k={options.best_of}{guidance})"
 
 
+# A failed `synthserve train` (TrainingFailed: a RuntimeError) or ONNX Runtime refusing a graph, among others.
+FAMILY_ERRORS = (RuntimeError, ValueError, OSError, subprocess.SubprocessError)
+
+
 def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Standardizer, work: Path) -> list[Record]:
+    """The family's figures on one fold: balancing, fidelity and cost from the conditional model, then anomaly
+    detection from a density trained on the majority rows. Each part fails alone, as an `error` record whose note
+    says which: a density that fails to train keeps the fold's balancing figures, and the other way round."""
+    records: list[Record] = []
+    has_density = True  # until the conditional model says otherwise
+    try:
+        balance, has_density = _balance_records(fold, family, config, std, work)
+        records += balance
+    except FAMILY_ERRORS as exc:
+        records.append(_record(fold, family.method, "error", float("nan"), note=f"balance: {str(exc)[-500:]}"))
+    if config.anomaly and has_density:
+        try:
+            records += _anomaly_records(fold, family, work)
+        except FAMILY_ERRORS as exc:
+            records.append(_record(fold, family.method, "error", float("nan"), note=f"anomaly: {str(exc)[-500:]}"))
+    return records
+
+
+def _balance_records(
+    fold: Fold, family: TrainConfig, config: RunConfig, std: Standardizer, work: Path
+) -> tuple[list[Record], bool]:
+    """(figures of the class-conditional model, whether it has a log_prob graph)."""
     x_train, x_test = std(fold.x_train), std(fold.x_test)
     csv = work / f"{family.family}-train.csv"
     write_training_csv(csv, fold.x_train, fold.y_train, fold.integer_columns)
@@ -132,20 +159,26 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
     real = np.column_stack([x_train, fold.y_train])
     records.append(_record(fold, family.method, "c2st_auc", c2st_auc(np.column_stack([synthetic, labels]), real)))
     records.append(_record(fold, family.method, "dcr_ratio", dcr_ratio(synthetic, x_train, x_test)))
-    if config.anomaly and "log_prob" in model.manifest.capabilities:
-        normal = fold.y_train == 0
-        csv = work / f"{family.family}-majority.csv"
-        write_training_csv(csv, fold.x_train[normal], None, fold.integer_columns)
-        trained = train_model(csv, f"{family.family}-majority", work / "store", family, conditional=False)
-        density = OnnxModel(trained.version_dir)
-        scores = density.scores(fold.x_test)
-        # What ScoreDensity flags by: the anomaly score, or -log p(x) on graphs without one.
-        served = -scores.log_density if scores.anomaly_score is None else scores.anomaly_score
-        records += _cost_records(fold, family.method, "anomaly_train", trained, density.manifest.metrics)
-        records.append(_record(fold, family.method, "anomaly_auroc", anomaly_auroc(fold.y_test, served)))
-        if scores.anomaly_score is not None:
-            density_only = anomaly_auroc(fold.y_test, -scores.log_density)
-            records.append(_record(fold, DENSITY_ONLY.format(family.method), "anomaly_auroc", density_only))
+    return records, "log_prob" in model.manifest.capabilities
+
+
+def _anomaly_records(fold: Fold, family: TrainConfig, work: Path) -> list[Record]:
+    """A density trained on the majority rows scores the test fold: the served score's AUROC (and -log p's)."""
+    normal = fold.y_train == 0
+    csv = work / f"{family.family}-majority.csv"
+    write_training_csv(csv, fold.x_train[normal], None, fold.integer_columns)
+    trained = train_model(csv, f"{family.family}-majority", work / "store", family, conditional=False)
+    density = OnnxModel(trained.version_dir)
+    if "log_prob" not in density.manifest.capabilities:
+        return []
+    scores = density.scores(fold.x_test)
+    # What ScoreDensity flags by: the anomaly score, or -log p(x) on graphs without one.
+    served = -scores.log_density if scores.anomaly_score is None else scores.anomaly_score
+    records = _cost_records(fold, family.method, "anomaly_train", trained, density.manifest.metrics)
+    records.append(_record(fold, family.method, "anomaly_auroc", anomaly_auroc(fold.y_test, served)))
+    if scores.anomaly_score is not None:
+        density_only = anomaly_auroc(fold.y_test, -scores.log_density)
+        records.append(_record(fold, DENSITY_ONLY.format(family.method), "anomaly_auroc", density_only))
     return records
 
 
@@ -166,13 +199,9 @@ def run_fold(task: FoldTask) -> list[Record]:
             records.append(_record(fold, name, "anomaly_auroc", anomaly_auroc(fold.y_test, score(normal, x_test))))
         for family in task.config.families:
             with tempfile.TemporaryDirectory(prefix=f"quality-{family.family}-") as work:
-                try:
-                    cpu_start = time.process_time()  # this process only: the `synthserve train` children are apart
-                    records += _family_records(fold, family, task.config, std, Path(work))
-                    records.append(_record(fold, family.method, "eval_cpu_s", time.process_time() - cpu_start))
-                except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as exc:
-                    # RuntimeError: a failed `synthserve train` (TrainingFailed) or ONNX Runtime refusing a graph.
-                    records.append(_record(fold, family.method, "error", float("nan"), note=str(exc)[-500:]))
+                cpu_start = time.process_time()  # this process only: the `synthserve train` children are apart
+                records += _family_records(fold, family, task.config, std, Path(work))
+                records.append(_record(fold, family.method, "eval_cpu_s", time.process_time() - cpu_start))
         return records
 
 

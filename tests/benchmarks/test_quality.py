@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 from threadpoolctl import threadpool_limits
 
 from benchmarks.quality import _parse_families, _parse_sampling
+from benchmarks.quality_lib import runner
 from benchmarks.quality_lib.baselines import iforest_scores, knn_distance_scores, random_oversample, smote
 from benchmarks.quality_lib.data import DEV_DATASETS, Standardizer, all_datasets, load_folds
 from benchmarks.quality_lib.generator import OnnxModel, TrainConfig, write_training_csv
@@ -351,6 +352,35 @@ def test_quick_flow_runs_end_to_end_through_the_exported_graphs(tmp_path: Path) 
     assert len(flow) == 3 and (flow["failed_folds"] == 0).all(), (tmp_path / "records.csv").read_text()[-3000:]
     columns = ["auroc", "gmean", "f1", "anomaly_auroc", "c2st_auc", "dcr_ratio", "train_cpu_s", "anomaly_train_cpu_s"]
     assert np.isfinite(flow[columns].to_numpy()).all()
+
+
+@pytest.mark.parametrize("failing", ["balance", "anomaly"])
+def test_a_failed_part_of_a_family_keeps_the_other_part_s_figures(
+    failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A density that fails to train on the majority rows (or a conditional model that fails) costs its own
+    figures only: the fold keeps the other part's, and one `error` record says which part failed."""
+    fold = load_folds("glass1", "raw5")[0]
+    family = TrainConfig("autoregressive", "synthserve")
+
+    def balance(*args: object) -> tuple[list[dict[str, object]], bool]:
+        if failing == "balance":
+            raise RuntimeError("synthserve train exited 1: parity failed")
+        return [runner._record(fold, family.method, "gmean", 0.8)], True
+
+    def anomaly(*args: object) -> list[dict[str, object]]:
+        if failing == "anomaly":
+            raise RuntimeError("synthserve train exited 1: parity failed")
+        return [runner._record(fold, family.method, "anomaly_auroc", 0.9)]
+
+    monkeypatch.setattr(runner, "_balance_records", balance)
+    monkeypatch.setattr(runner, "_anomaly_records", anomaly)
+    config = runner.RunConfig("raw5", (family,))
+    records = runner._family_records(fold, family, config, Standardizer.fit(fold.x_train), tmp_path)
+    kept = {"balance": "anomaly_auroc", "anomaly": "gmean"}[failing]
+    assert [r["metric"] for r in records] == ([kept, "error"] if failing == "anomaly" else ["error", kept])
+    (error,) = [r for r in records if r["metric"] == "error"]
+    assert str(error["note"]).startswith(f"{failing}: synthserve train exited 1")
 
 
 def test_sampling_options_parse_with_an_optional_guidance_and_name_their_method() -> None:

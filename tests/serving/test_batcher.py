@@ -334,8 +334,11 @@ def test_large_chunks_do_not_wait_for_batch_mates() -> None:
 
     batches = asyncio.run(scenario())
     assert sum(batches) == 4 * 10 * 2000
-    # Waiting for mates would gather the group's four chunks (8,000 rows) in most batches.
-    assert batches.count(2000) >= 20, batches
+    # Waiting for mates gathers the group's four chunks (8,000 rows) in most of its ten rounds: about 10 batches.
+    # Running each chunk as a worker frees gives 40 batches of 2,000 rows, or pairs of them (20 batches) where a slow
+    # machine keeps both workers busy while the next chunks arrive; neither is waiting.
+    assert len(batches) >= 18, batches
+    assert batches.count(8000) <= 4, batches
 
 
 def test_a_cancelled_stream_stops_computing(server: ServerThread) -> None:

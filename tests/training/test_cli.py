@@ -16,6 +16,7 @@ from synthserve.contract import draw_noise, load_manifest
 from tests.training.mixed_data import FAMILIES, make_mixed_frame
 from training.cli import main as cli_main
 from training.data import decode_rows, encode_rows
+from training.evaluate import CALIBRATION_FPR
 from training.exported import ExportedModel, feeds_for
 from training.parity import PARITY_ROUNDING_FACTOR
 
@@ -318,3 +319,31 @@ def test_all_categorical_table(tmp_path: Path) -> None:
     rows = model.sample(np.array([0, 1] * 50), seed=0)
     assert set(rows[:, 0]) <= {0.0, 1.0, 2.0} and set(rows[:, 1]) <= {0.0, 1.0, 2.0, 3.0}
     assert np.isfinite(model.log_prob(rows)[0]).all()
+
+
+def test_a_table_of_mostly_constant_columns_trains_and_calibrates(tmp_path: Path) -> None:
+    """Like network logs: most columns one value throughout (whole numbers written as floats), a few varying.
+    Training publishes with finite calibration, generated rows keep the constants, and a row far outside the
+    training rows is flagged."""
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({f"flag{i}": np.zeros(n) for i in range(6)} | {"ones": np.ones(n), "port": 80.0})
+    frame["bytes"] = rng.lognormal(6.0, 1.0, n).round(2)
+    frame["count"] = rng.poisson(3, n).astype(float)
+    frame["rate"] = rng.choice([0.0, 0.5, 1.0], n)
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    argv = ["train", "--data", str(tmp_path / "log.csv"), "--model", "autoregressive", "--name", "log"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "3", "--threads", "1", "--no-progress", "--no-plots"]
+    assert cli_main(argv) == 0
+    version = tmp_path / "log" / "1"
+    manifest = load_manifest(version)
+    calibration = manifest.calibration
+    assert calibration is not None and calibration.anomaly_score_quantiles is not None
+    assert np.isfinite(calibration.log_prob_quantiles).all() and np.isfinite(calibration.anomaly_score_quantiles).all()
+    model = ExportedModel(version)
+    generated = decode_rows(model.sample(np.zeros(200, dtype=np.int64), seed=1), manifest.schema)
+    assert (generated["port"] == 80.0).all() and (generated["flag0"] == 0.0).all() and (generated["ones"] == 1).all()
+    far = frame.iloc[:1].assign(bytes=1e7)
+    scores = model.scores(encode_rows(pd.concat([frame.iloc[:50], far]), manifest.schema))
+    assert np.isfinite(scores.log_density[:-1]).all() and scores.anomaly_score is not None
+    assert scores.anomaly_score[-1] > calibration.anomaly_score_threshold(CALIBRATION_FPR[0])

@@ -38,8 +38,16 @@ def test_parity_failure_is_loud() -> None:
         compare("sample", "rows", one_row, drifted[:1], discrete, "ONNX")
     flipped = eager.copy()
     flipped[:20, 2] += 1  # 2% of the rows flip a discrete value: more than rounding explains
-    with pytest.raises(ExportError, match=r"discrete values or gaps differ in 0\.0195 of the rows"):
+    with pytest.raises(ExportError, match=r"discrete values or gaps differ in 20 of 1024 rows \(limit 0\.01"):
         compare("sample", "rows", measured, flipped, discrete, "ONNX")
+    # In a batch of 7, one flipped row is what a single value on a boundary gives; two are not.
+    seven = _measured("sample", eager[:7], rng)
+    one_flip, two_flips = eager[:7].copy(), eager[:7].copy()
+    one_flip[0, 2] += 1
+    two_flips[:2, 2] += 1
+    assert compare("sample", "rows", seven, one_flip, discrete, "ONNX")["discrete_flips"] == 1 / 7
+    with pytest.raises(ExportError, match=r"discrete values or gaps differ in 2 of 7 rows"):
+        compare("sample", "rows", seven, two_flips, discrete, "ONNX")
     rare = eager.copy()
     rare[:3, 2] += 1
     rare[3, 0] = np.nan  # a gap where eager has a value: one more flipped row
