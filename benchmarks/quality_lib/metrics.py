@@ -64,12 +64,15 @@ def utility_scores(
 
 
 def anomaly_auroc(y_test: np.ndarray, anomaly_score: np.ndarray) -> float:
-    """AUROC of a score that grows with abnormality, minority = anomaly; NaN scores count as most normal."""
-    finite = np.where(np.isfinite(anomaly_score), anomaly_score, -np.inf)
-    if np.isneginf(finite).all():
+    """AUROC of a score that grows with abnormality, minority = anomaly. Non-finite scores rank as `ScoreDensity`
+    flags them (`Scores.is_anomaly`): NaN and +inf above every finite score (a row whose log p(x) is -inf or NaN
+    holds a value no training row had), tied with each other; -inf below every finite score."""
+    finite = np.isfinite(anomaly_score)
+    if not finite.any():
         return 0.5
-    floor = finite[np.isfinite(finite)].min() - 1.0
-    return float(roc_auc_score(y_test, np.where(np.isfinite(finite), finite, floor)))
+    low, high = anomaly_score[finite].min() - 1.0, anomaly_score[finite].max() + 1.0
+    ranked = np.where(finite, anomaly_score, np.where(np.isneginf(anomaly_score), low, high))
+    return float(roc_auc_score(y_test, ranked))
 
 
 def c2st_auc(synthetic: np.ndarray, real: np.ndarray, seed: int = 0) -> float:

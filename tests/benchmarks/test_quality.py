@@ -136,9 +136,13 @@ def test_anomaly_baselines_rank_outliers_first(scorer) -> None:  # type: ignore[
     assert anomaly_auroc(y, scorer(normal, test)) == 1.0
 
 
-def test_anomaly_auroc_treats_non_finite_scores_as_most_normal() -> None:
+def test_anomaly_auroc_ranks_non_finite_scores_as_score_density_flags_them() -> None:
+    """NaN and +inf are flagged by `Scores.is_anomaly` at any threshold: the most anomalous, tied; -inf the least."""
     y = np.array([0, 0, 1, 1])
-    assert anomaly_auroc(y, np.array([np.nan, 0.0, 1.0, 2.0])) == 1.0
+    assert anomaly_auroc(y, np.array([0.0, 1.0, np.inf, np.nan])) == 1.0
+    assert anomaly_auroc(y, np.array([np.nan, 0.0, 1.0, 2.0])) == 0.5  # a normal row above both anomalies
+    assert anomaly_auroc(y, np.array([np.nan, 0.0, np.inf, 2.0])) == 0.625  # the NaN and inf tie: half a pair
+    assert anomaly_auroc(y, np.array([-np.inf, 0.0, 1.0, 2.0])) == 1.0
     assert anomaly_auroc(y, np.array([np.nan, np.nan, np.nan, np.nan])) == 0.5
 
 
