@@ -72,9 +72,8 @@ def _nudge(values: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def _weights(model: GenerativeModel) -> list[Tensor]:
-    """What a nudge moves: the trained parameters and the reference rows of the distances (weights of the log_prob
-    graph's matrix product as much as trained ones: near a repeated row the distance is a difference of large terms,
-    and how much it moves with one ulp of them is its rounding)."""
+    """What a nudge moves: the trained parameters and the reference rows the log_prob graph measures distances to
+    (weights of that graph as much as trained ones: how far a distance moves with one ulp of them is its rounding)."""
     return [*model.parameters(), *(model.neighbors.product_weights() if model.neighbors is not None else [])]
 
 

@@ -111,18 +111,22 @@ def _family_records(fold: Fold, family: TrainConfig, config: RunConfig, std: Sta
     """The family's figures on one fold: balancing, fidelity and cost from the conditional model, then anomaly
     detection from a density trained on the majority rows. Each part fails alone, as an `error` record whose note
     says which: a density that fails to train keeps the fold's balancing figures, and the other way round."""
+
+    def failed(part: str, exc: Exception) -> Record:
+        return _record(fold, family.method, "error", float("nan"), note=f"{part}: {str(exc)[-500:]}")
+
     records: list[Record] = []
     has_density = True  # until the conditional model says otherwise
     try:
         balance, has_density = _balance_records(fold, family, config, std, work)
         records += balance
     except FAMILY_ERRORS as exc:
-        records.append(_record(fold, family.method, "error", float("nan"), note=f"balance: {str(exc)[-500:]}"))
+        records.append(failed("balance", exc))
     if config.anomaly and has_density:
         try:
             records += _anomaly_records(fold, family, work)
         except FAMILY_ERRORS as exc:
-            records.append(_record(fold, family.method, "error", float("nan"), note=f"anomaly: {str(exc)[-500:]}"))
+            records.append(failed("anomaly", exc))
     return records
 
 
