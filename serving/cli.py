@@ -37,7 +37,9 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
 
 def _add_sampling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="scale of the normal noise, (0, 4]")
-    parser.add_argument("--best-of", type=int, default=None, help="candidates per row, chosen by the posterior")
+    parser.add_argument(
+        "--best-of", type=int, default=None, help="candidates per row; the one with the highest class margin is kept"
+    )
     parser.add_argument(
         "--guidance", type=float, default=None, help="classifier-free guidance weight of a diffusion model, [0, 10]"
     )

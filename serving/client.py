@@ -129,8 +129,9 @@ class SynthClient:
         """n rows; `frame.attrs` holds the seed, version and sampling options that reproduce them.
 
         `temperature` (0, 4] scales the model's normal noise; `best_of` k keeps, per row, the one of k candidates
-        the model's posterior ranks highest for its class; `guidance` w in [0, 10] is the classifier-free guidance
-        weight of a diffusion model (1: plain conditional) (docs/serving.md). `conditions`: {column: value}
+        with the highest class margin for its class (nearest its class's training rows relative to the others');
+        `guidance` w in [0, 10] is the classifier-free guidance weight of a diffusion model (1: plain conditional)
+        (docs/serving.md). `conditions`: {column: value}
         (a category label or whole number) or {column: (low, high)}: only rows that meet all of them."""
         request = pb.SampleRequest(
             model=model,

@@ -1,14 +1,15 @@
-"""Sampling options on top of the noise rule: a temperature, best-of-k selection by the model's posterior, and a
-classifier-free guidance weight.
+"""Sampling options on top of the noise rule: a temperature, best-of-k selection by the model's class margin (or
+its posterior), and a classifier-free guidance weight.
 
 - **temperature** `T` (`0 < T <= MAX_TEMPERATURE`): every `normal` noise input of the sample graph is multiplied
   by `T` (uniform inputs, e.g. Gumbel noise for categories, are left alone). `T < 1` draws rows nearer the
   model's modes; `T = 1` is plain sampling.
 - **best_of** `k` (`1 <= k <= MAX_BEST_OF`): output row `i` is chosen among `k` candidates, the sample graph's
   rows `i*k .. i*k + k - 1` (plain rows at those indices, same label, same temperature). The model's own
-  `log_prob` graph scores them, and the candidate with the highest posterior `p(label_i | x)` wins (the first on
-  ties). Scoring noise (the VAE's importance samples) for candidate `c` is row `c` of noise stream
-  `SCORING_STREAM_OFFSET + j`. `k = 1` is plain sampling and needs no `log_prob` graph.
+  `log_prob` graph scores them, and the candidate with the highest class margin for `label_i` wins
+  (`best_candidates`: ties go to the highest posterior `p(label_i | x)`, then the first; graphs without a margin
+  rank by the posterior alone). Scoring noise (the VAE's importance samples) for candidate `c` is row `c` of noise
+  stream `SCORING_STREAM_OFFSET + j`. `k = 1` is plain sampling and needs no `log_prob` graph.
 - **guidance** `w` (`0 <= w <= MAX_GUIDANCE`): classifier-free guidance for models that export a `sample_guided`
   graph (conditional diffusion): the velocity v_null + w (v_c - v_null), `w` fed per row as the graph's
   `guidance` input, its noise inputs the `sample` graph's (same seed, same x0: only w moves the rows). `w = 1` is
