@@ -61,8 +61,13 @@ class Engine:
         self.batchers.retire_missing(registry)
 
     def hold(self, plan: RowPlan | ScorePlan) -> contextlib.AbstractContextManager[None]:
-        """The plan's share of the memory budget, for the block that computes and sends its result."""
+        """The plan's share of the memory budget, for the block that computes and sends its result (a stream)."""
         return self.budget.hold(plan.held_bytes, plan.held_for)
+
+    def reserve(self, plan: RowPlan | ScorePlan) -> Callable[[], None]:
+        """The plan's share of the memory budget until the returned function is called (a unary call's end: its
+        response outlives the handler while grpc serializes and sends it)."""
+        return self.budget.reserve(plan.held_bytes, plan.held_for)
 
     async def generate(
         self, plan: RowPlan, start: int, stop: int, deadline: float | None, held: Mapping[str, Batcher] | None = None

@@ -13,7 +13,7 @@ from serving import metrics
 from serving.engine import Engine
 from serving.errors import InvalidArgument
 from serving.model_info import model_info
-from serving.planning import RowPlan, TableReader
+from serving.planning import RowPlan, ScorePlan, TableReader
 from serving.proto import synthesizer_pb2 as pb
 from serving.proto import synthesizer_pb2_grpc as pb_grpc
 from serving.registry import LoadedModel
@@ -154,6 +154,12 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             **(_partition(request) if isinstance(request, pb.SampleStreamRequest) else {}),
         )
 
+    def _hold_until_done(self, plan: RowPlan | ScorePlan, context: grpc.aio.ServicerContext) -> None:
+        """A unary call's share of the memory budget, until the call ends: grpc serializes and sends the response
+        after the handler returns."""
+        release = self._engine.reserve(plan)
+        context.add_done_callback(lambda _: release())
+
     async def _stream_rows(
         self, plan: RowPlan, context: grpc.aio.ServicerContext, message_type: type[_StreamMessage]
     ) -> AsyncIterator[_StreamMessage]:
@@ -170,11 +176,11 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
     async def Sample(self, request: pb.SampleRequest, context: grpc.aio.ServicerContext) -> pb.SampleResponse:
         plan = self._plan_sample(request, stream=False)
         model = plan.model
-        with self._engine.hold(plan):
-            rows, labels = await self._engine.rows(plan, _deadline(context))
-            metrics.child(metrics.ROWS_GENERATED, model.name).inc(plan.n_rows)
-            response = pb.SampleResponse(version=model.version, seed=plan.seed, sampling=_echo(plan.sampling))
-            await _encode(model, rows, labels, response.rows)
+        self._hold_until_done(plan, context)
+        rows, labels = await self._engine.rows(plan, _deadline(context))
+        metrics.child(metrics.ROWS_GENERATED, model.name).inc(plan.n_rows)
+        response = pb.SampleResponse(version=model.version, seed=plan.seed, sampling=_echo(plan.sampling))
+        await _encode(model, rows, labels, response.rows)
         return response
 
     async def SampleStream(
@@ -222,8 +228,8 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             start_row=request.start_row,
             fpr=request.fpr if request.HasField("fpr") else None,
         )
-        with self._engine.hold(plan):
-            scores = await self._engine.score(plan, _deadline(context))
+        self._hold_until_done(plan, context)
+        scores = await self._engine.score(plan, _deadline(context))
         metrics.child(metrics.ROWS_SCORED, model.name).inc(len(plan.rows))
         response = pb.ScoreDensityResponse(
             version=model.version,
@@ -251,8 +257,8 @@ class SynthesizerService(pb_grpc.SynthesizerServicer):
             seed=_seed(request) or 0,
             start_row=request.start_row,
         )
-        with self._engine.hold(plan):
-            latent = await self._engine.encode(plan, _deadline(context))
+        self._hold_until_done(plan, context)
+        latent = await self._engine.encode(plan, _deadline(context))
         metrics.child(metrics.ROWS_SCORED, model.name).inc(len(plan.rows))
         return pb.EncodeResponse(
             version=model.version, num_rows=len(plan.rows), latent_dim=latent.shape[1], latent=_floats(latent)

@@ -143,7 +143,7 @@ def finish_rows(schema: Schema, rows: np.ndarray) -> list[np.ndarray]:
     np.divide(values, plan.scale, out=values, where=plan.rounds)
     np.copyto(values, MISSING_CODE, where=plan.categorical & np.isnan(values))
     if len(plan.groups) == 1:  # one wire type for every column: no reordering
-        return list(values.astype(plan.groups[0][0]))
+        return list(values.astype(plan.groups[0][0], copy=False))
     out: list[np.ndarray] = [values[0]] * len(schema.columns)
     for dtype, index in plan.groups:
         group = values[index].astype(dtype)
