@@ -55,6 +55,15 @@ class Evaluation:
     files: tuple[str, ...]  # report and plot files written
 
 
+_BIG = float(np.finfo(np.float32).max)
+
+
+def _finite(values: np.ndarray, nan: float) -> np.ndarray:
+    """float64 `values` with infinities at +-_BIG and NaN at `nan`: finite scores that JSON holds (a quantile
+    between -inf and a number is NaN)."""
+    return np.nan_to_num(values.astype(np.float64), nan=nan, posinf=_BIG, neginf=-_BIG)
+
+
 def calibrate(scores: Scores) -> Calibration:
     """Quantiles at CALIBRATION_FPR of the held-out rows' log p(x) (lower tail) and of their anomaly score where
     the graph serves one (upper tail); `scores` come from the log_prob graph with seed 0, as the server scores."""
@@ -65,15 +74,6 @@ def calibrate(scores: Scores) -> Calibration:
     if anomaly is not None:
         upper = tuple(float(q) for q in np.quantile(_finite(anomaly, nan=_BIG), 1.0 - np.asarray(CALIBRATION_FPR)))
     return Calibration(CALIBRATION_FPR, tuple(float(q) for q in quantiles), len(scores.log_density), upper)
-
-
-_BIG = float(np.finfo(np.float32).max)
-
-
-def _finite(values: np.ndarray, nan: float) -> np.ndarray:
-    """float64 `values` with infinities at +-_BIG and NaN at `nan`: finite scores that JSON holds (a quantile
-    between -inf and a number is NaN)."""
-    return np.nan_to_num(values.astype(np.float64), nan=nan, posinf=_BIG, neginf=-_BIG)
 
 
 def sample_metrics(

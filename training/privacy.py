@@ -4,9 +4,9 @@ Held-out rows are rows the model never saw: a model that reproduces its training
 than fresh real rows are. Distances are Euclidean over scalar columns standardized by the training rows (a gap: 0
 plus a gap indicator), categories one-hot (a gap: its own slot) and the class one-hot; medians and 5th
 percentiles, and the share of rows that equal a training row in every column and the class.
-The matrix product |q|^2 - 2 q.r + |r|^2 only ranks the reference rows: it cancels near a repeated row (about 1e-7
-where the distance is 0, which the gate's "every generated row repeats one" rule reads as no repeat), so the few
-best-ranked rows are measured term by term, as the `log_prob` graphs do (training/neighbors.py).
+The matrix product |q|^2 - 2 q.r + |r|^2 only ranks the reference rows: it cancels near a repeated row (up to a few
+1e-6 where the distance is 0, which the gate's "every generated row repeats one" rule reads as no repeat), so the
+few best-ranked rows are measured term by term, as the `log_prob` graphs do (training/neighbors.py).
 """
 
 from __future__ import annotations
