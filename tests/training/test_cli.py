@@ -15,7 +15,7 @@ import torch
 from synthserve.contract import draw_noise, load_manifest
 from tests.training.mixed_data import FAMILIES, make_mixed_frame
 from training.cli import main as cli_main
-from training.data import decode_rows, encode_rows
+from training.data import MIN_ROWS, decode_rows, encode_rows
 from training.evaluate import CALIBRATION_FPR
 from training.exported import ExportedModel, feeds_for
 from training.parity import PARITY_ROUNDING_FACTOR
@@ -347,3 +347,19 @@ def test_a_table_of_mostly_constant_columns_trains_and_calibrates(tmp_path: Path
     scores = model.scores(encode_rows(pd.concat([frame.iloc[:50], far]), manifest.schema))
     assert np.isfinite(scores.log_density[:-1]).all() and scores.anomaly_score is not None
     assert scores.anomaly_score[-1] > calibration.anomaly_score_threshold(CALIBRATION_FPR[0])
+
+
+@pytest.mark.parametrize("label", [None, "outcome"])
+def test_a_table_of_the_minimum_rows_trains_and_publishes(tmp_path: Path, label: str | None) -> None:
+    """MIN_ROWS rows hold out 4: the quality gate's two-sample test runs on them (it used 5 folds and failed)."""
+    frame = make_mixed_frame(MIN_ROWS, seed=3)
+    path = tmp_path / "smallest.csv"
+    (frame if label else frame.drop(columns="outcome")).to_csv(path, index=False)
+    argv = ["train", "--data", str(path), "--model", "autoregressive", "--name", "smallest"]
+    argv += ["--model-store", str(tmp_path), "--epochs", "2", "--threads", "1", "--no-progress", "--no-plots"]
+    argv += ["--onnx-exporter", "torchscript", "--accept-weak-model"]
+    if label:
+        argv += ["--label", label]
+    assert cli_main(argv) == 0
+    report = json.loads((tmp_path / "smallest" / "1" / "report.json").read_text())
+    assert report["metrics"]["n_heldout"] == 4 and report["metrics"]["c2st_auc"] == 0.5
